@@ -1,0 +1,138 @@
+"""The ``lnlbench`` command line. Every command has ``--help``; user errors print one line, no traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from .errors import LnlError
+
+# Other modules add commands here: name -> (help, add_arguments(parser), run(args) -> exit code).
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str):
+    def wrap(fn):
+        COMMANDS[name] = (help, fn.add_arguments, fn)
+        return fn
+    return wrap
+
+
+def _kv(text: str) -> tuple[str, object]:
+    key, sep, val = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{text}'")
+    try:
+        return key, json.loads(val)
+    except json.JSONDecodeError:
+        return key, val
+
+
+# -- list ------------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    from .registry import REGISTRIES
+
+    kinds = [args.kind] if args.kind else list(REGISTRIES)
+    for kind in kinds:
+        print(f"{kind}:")
+        for name, desc in REGISTRIES[kind].describe():
+            print(f"  {name:<22} {desc}")
+    return 0
+
+
+def _list_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", nargs="?", choices=["methods", "noise", "datasets", "models"],
+                   help="what to list (default: everything)")
+
+
+cmd_list.add_arguments = _list_args
+command("list", "list the registered methods, noise generators, datasets and models")(cmd_list)
+
+
+# -- trial -----------------------------------------------------------------------------------------
+def cmd_trial(args: argparse.Namespace) -> int:
+    from .config import TrialConfig
+    from .engine import run_trial
+
+    cfg = TrialConfig(
+        method=args.method, dataset=args.dataset, noise=args.noise, rate=args.rate, seed=args.seed,
+        preset=args.preset, epochs=args.epochs, hparams=dict(args.hp), noise_options=dict(args.noise_opt),
+        subset=args.subset, val_fraction=args.val_fraction, data_file=args.data_file,
+        data_root=args.data_root, download=args.download, out_dir=args.out, device=args.device,
+        amp=args.amp, channels_last=args.channels_last, compile=args.compile, resume=not args.restart,
+        keep_checkpoint=args.keep_checkpoint)
+    res = run_trial(cfg)
+    where = f"{args.out}/{res['trial_id']}/result.json"
+    if res["status"] != "ok":
+        print(f"lnlbench: trial failed: {res['error']['type']}: {res['error']['message']} ({where})",
+              file=sys.stderr)
+        return 1
+    noise = res["noise"]
+    print(f"{res['method']} on {res['dataset']} {noise['name']} r={noise['rate']} seed={res['seed']}: "
+          f"best {res['best_acc']:.4f} (epoch {res['best_epoch']}), last {res['last_acc']:.4f}, "
+          f"realized noise {noise['realized_rate']:.4f}, {res['epochs_done']} epochs in "
+          f"{res['wall_time_s']:.1f}s on {res['device']} -> {where}")
+    return 0
+
+
+def _trial_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default="ce", help="registered method (lnlbench list methods)")
+    p.add_argument("--dataset", default="digits", help="registered dataset (default: digits, offline)")
+    p.add_argument("--noise", default="symmetric",
+                   help="noise generator, optionally with its variant: symmetric, asymmetric:elr, cifar10n:worst")
+    p.add_argument("--rate", type=float, default=None,
+                   help="noise rate in [0, 1) (synthetic noise; omit for real noise)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default="auto", help="paper | mini | auto (mini for digits, else paper)")
+    p.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
+    p.add_argument("--hp", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="override a method hyperparameter (repeatable), e.g. --hp lr=0.01")
+    p.add_argument("--noise-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="noise generator option (repeatable), e.g. --noise-opt label_file=/x/CIFAR-10_human.pt")
+    p.add_argument("--subset", type=int, default=None, help="images per class to keep (CPU-scale runs)")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="hold out this fraction of the noisy train set for noise-blind model selection")
+    p.add_argument("--data-file", default=None, help="an .npz array file to use for the dataset")
+    p.add_argument("--data-root", default=None, help="data folder (default: $LNLBENCH_DATA or ~/.cache/lnlbench)")
+    p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
+    p.add_argument("--out", default="results/runs/trials", help="where the trial folder is written")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction)
+    p.add_argument("--compile", action="store_true", help="torch.compile the models")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint of this trial")
+    p.add_argument("--keep-checkpoint", action="store_true", help="keep the final checkpoint")
+
+
+cmd_trial.add_arguments = _trial_args
+command("trial", "run one trial locally and print a one-line summary")(cmd_trial)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lnlbench", description="Benchmark suite for learning with noisy labels.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, add_args, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command][2](args)
+    except LnlError as exc:
+        print(f"lnlbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lnlbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

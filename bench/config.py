@@ -1,0 +1,145 @@
+"""The configuration of one trial, validated once at the edge with one-line errors.
+
+``TrialConfig`` names the cell (method, dataset, noise, rate, seed) and how to run it. ``resolve`` turns it
+into a :class:`ResolvedTrial`: the method class, its hyperparameters after the preset and the user's
+overrides, and a stable trial id (a hash of everything that changes the result).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import LnlError
+from .hparams import TRIAL_KEYS, build_hparams, preset_overrides
+from .registry import DATASETS, METHODS, NOISE
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One trial: a method trained on one noisy dataset with one seed."""
+
+    method: str = "ce"
+    dataset: str = "digits"
+    noise: str = "symmetric"  # a registered generator, optionally "name:variant" (cifar10n:worst)
+    rate: float | None = None  # required for synthetic noise; None for real noise
+    seed: int = 0
+    preset: str = "auto"  # auto: "mini" for digits, "paper" otherwise
+    epochs: int | None = None  # overrides the preset's epochs
+    hparams: dict[str, Any] = field(default_factory=dict)  # per-method overrides
+    noise_options: dict[str, Any] = field(default_factory=dict)
+    subset: int | None = None  # images per class kept from the training set (seeded by subset_seed)
+    subset_seed: int = 0
+    val_fraction: float = 0.0  # noisy validation split held out of the noisy train set
+    data_file: str | None = None  # an array file to use for the dataset
+    data_root: str | None = None
+    download: bool = False
+    out_dir: str = "results/runs/trials"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    checkpoint_every: int = 1  # epochs between checkpoints (0: never)
+    keep_checkpoint: bool = False  # keep the last checkpoint after a finished trial
+    resume: bool = True  # continue from the trial's checkpoint if one exists
+    eval_batch_size: int = 1024
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise LnlError(f"unknown trial option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ResolvedTrial:
+    config: TrialConfig
+    method_cls: type
+    hparams: Any
+    preset: str
+    noise_name: str
+    noise_options: dict[str, Any]
+    subset: int | None
+    trial_id: str
+
+    @property
+    def trial_dir(self) -> Path:
+        return Path(self.config.out_dir) / self.trial_id
+
+
+def parse_noise(spec: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``"cifar10n:worst"`` → ``("cifar10n", {"label_set": "worst"})``, validated against the registry."""
+    name, _, variant = str(spec).partition(":")
+    fn = NOISE.get(name)
+    opts = dict(options)
+    if variant:
+        key = getattr(fn, "variant_option", None)
+        if key is None:
+            raise LnlError(f"noise '{name}' takes no variant (got '{spec}'); use plain '{name}'")
+        if key in opts and opts[key] != variant:
+            raise LnlError(f"noise variant '{variant}' conflicts with option {key}={opts[key]!r}")
+        opts[key] = variant
+    return name, opts
+
+
+def _check_ranges(c: TrialConfig) -> None:
+    if c.rate is not None and not (0.0 <= float(c.rate) < 1.0):
+        raise LnlError(f"noise rate must be in [0, 1), got {c.rate}")
+    if not (0.0 <= c.val_fraction < 0.5):
+        raise LnlError(f"val_fraction must be in [0, 0.5), got {c.val_fraction}")
+    if c.epochs is not None and c.epochs < 1:
+        raise LnlError(f"epochs must be at least 1, got {c.epochs}")
+    if c.subset is not None and c.subset < 1:
+        raise LnlError(f"subset (images per class) must be at least 1, got {c.subset}")
+    if c.amp not in ("auto", "bf16", "fp16", "off"):
+        raise LnlError(f"amp must be auto, bf16, fp16 or off, got '{c.amp}'")
+    if not isinstance(c.seed, int) or c.seed < 0:
+        raise LnlError(f"seed must be a non-negative integer, got {c.seed!r}")
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def resolve(config: TrialConfig) -> ResolvedTrial:
+    """Validate a trial config and resolve its method, hyperparameters and trial id."""
+    _check_ranges(config)
+    method_cls = METHODS.get(config.method)
+    DATASETS.get(config.dataset)
+    noise_name, noise_opts = parse_noise(config.noise, config.noise_options)
+    if getattr(NOISE.get(noise_name), "fixed_rate", False):
+        if config.rate not in (None, 0, 0.0):
+            raise LnlError(f"noise '{noise_name}' is real noise whose label set fixes the rate; omit the rate")
+    elif config.rate is None:
+        raise LnlError(f"noise '{noise_name}' needs a rate, e.g. --rate 0.4")
+    preset = config.preset
+    if preset == "auto":
+        preset = "mini" if config.dataset == "digits" else "paper"
+    over = preset_overrides(method_cls.PRESETS, preset, config.dataset, noise_name, config.rate)
+    subset = over.pop("subset", None) if config.subset is None else config.subset
+    for key in TRIAL_KEYS:
+        over.pop(key, None)
+    over.update(config.hparams)
+    if config.epochs is not None:
+        over["epochs"] = config.epochs
+    hp = build_hparams(method_cls.Hparams, over)
+    identity = {
+        "method": config.method, "dataset": config.dataset, "noise": noise_name, "noise_options": noise_opts,
+        "rate": config.rate, "seed": config.seed, "preset": preset, "hparams": dataclasses.asdict(hp),
+        "subset": subset, "subset_seed": config.subset_seed, "val_fraction": config.val_fraction,
+        "data_file": config.data_file,
+    }
+    rate = "na" if config.rate is None else f"{config.rate:g}"
+    variant = "-".join(f"{v}" for v in noise_opts.values())
+    tag = f"{noise_name}{'-' + variant if variant else ''}"
+    trial_id = f"{config.method}_{config.dataset}_{tag}_{rate}_s{config.seed}_{_digest(identity)[:8]}"
+    return ResolvedTrial(config, method_cls, hp, preset, noise_name, noise_opts, subset, trial_id)

@@ -1,0 +1,182 @@
+"""The Method contract: what a method implements and what the engine hands it.
+
+The engine owns the epoch loop, evaluation, checkpoints, reporting and timing; a method owns what happens
+inside one training epoch. A method sees only a :class:`MethodContext`: the noisy training set on the
+device, the dataset's shape facts, seeded random generators and a few helpers. Clean labels and the noise
+mask never enter it.
+
+A minimal method::
+
+    @register_method("ce")
+    class CE(Method):
+        Hparams = TrainHparams
+
+        def __init__(self, hp, ctx):
+            super().__init__(hp, ctx)
+            self.model = ctx.make_model(hp.model, **hp.model_kwargs)
+            self.optimizer = make_sgd(self.model.parameters(), hp)
+
+        def train_epoch(self, epoch):
+            ...  # for idx in ctx.batches(hp.batch_size): x = ctx.augment(ctx.train.x[idx]) ...
+            return {"loss": total / steps}
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from .hparams import TrainHparams
+
+
+@dataclass(frozen=True)
+class TrainSet:
+    """The noisy training set as methods see it: images on the device and their noisy labels."""
+
+    x: torch.Tensor  # (N, C, H, W) uint8 on the trial's device
+    y: torch.Tensor  # (N,) int64 noisy labels on the trial's device
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+class MethodContext:
+    """Everything a method may use: data facts, the noisy train set, RNGs and device helpers."""
+
+    def __init__(self, *, train: TrainSet, num_classes: int, image_shape: tuple[int, int, int],
+                 device: torch.device, seed: int, augmenter, amp_dtype: torch.dtype | None = None,
+                 channels_last: bool = False, compile_models: bool = False, noise_rate_hint: float | None = None):
+        self.train = train
+        self.num_classes = int(num_classes)
+        self.image_shape = tuple(image_shape)
+        self.device = device
+        self.seed = int(seed)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x3E7]))
+        self._augmenter = augmenter
+        self.amp_dtype = amp_dtype
+        self.channels_last = channels_last
+        self.compile_models = compile_models
+        self.scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+        # The nominal noise rate of the trial's configuration, for methods whose paper uses the known rate
+        # (Co-teaching's forget rate). It is a leak of the protocol, never of which sample is noisy.
+        self.noise_rate_hint = noise_rate_hint
+
+    # -- data --------------------------------------------------------------------------------------
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """The training transform (random crop with padding, flip, normalise) of a uint8 batch."""
+        return self._augmenter(x, self.generator)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The test transform (normalise only) of a uint8 batch."""
+        return self._augmenter.normalize(x)
+
+    def batches(self, batch_size: int, shuffle: bool = True, drop_last: bool = False,
+                n: int | None = None) -> Iterator[torch.Tensor]:
+        """Index tensors (on the device) over the train set, or over ``range(n)``, in random order."""
+        n = len(self.train) if n is None else n
+        order = (torch.randperm(n, device=self.device, generator=self.generator) if shuffle
+                 else torch.arange(n, device=self.device))
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            yield order[start:start + batch_size]
+
+    # -- models and steps --------------------------------------------------------------------------
+    def make_model(self, name: str, **kwargs: Any) -> nn.Module:
+        """A registered model built for this dataset's shape, on the device."""
+        from .registry import MODELS
+
+        c, h, _ = self.image_shape
+        model = MODELS.get(name)(num_classes=self.num_classes, in_channels=c, image_size=h, **kwargs)
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.compile_models:
+            model.compile()
+        return model
+
+    def autocast(self):
+        """Mixed precision where configured (bf16/fp16 on CUDA), a no-op otherwise."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """zero_grad, backward and step, through the GradScaler when training in fp16."""
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+
+
+class Method:
+    """Base of every method: hyperparameters, presets and default checkpoint state.
+
+    Subclasses set ``Hparams`` (a frozen dataclass extending :class:`TrainHparams`) and ``PRESETS``,
+    and implement ``train_epoch`` and ``predict``. ``state_dict`` collects every attribute that has one
+    (networks, optimisers, schedulers) plus the attributes named in ``STATE_ATTRS`` (tensors such as
+    per-sample targets), so most methods need not write it.
+    """
+
+    Hparams: ClassVar[type] = TrainHparams
+    PRESETS: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {"paper": {}, "mini": {}}
+    STATE_ATTRS: ClassVar[tuple[str, ...]] = ()
+    uses_clean_data: ClassVar[bool] = False  # trains on extra clean data (a golden set)
+    reconstructed: ClassVar[bool] = False  # implementation reconstructed without official code
+    selection_threshold: float = 0.5  # clean_probability above this counts as "selected clean"
+
+    def __init__(self, hp: Any, ctx: MethodContext):
+        self.hp = hp
+        self.ctx = ctx
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train one epoch; return scalars to log (tensors are fine: the engine syncs once)."""
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a normalised float batch, networks in eval mode."""
+        raise NotImplementedError
+
+    def clean_probability(self) -> torch.Tensor | np.ndarray | None:
+        """Per training sample, the method's probability that its label is clean (None: no selection)."""
+        return None
+
+    def current_lr(self) -> float | None:
+        opt = getattr(self, "optimizer", None)
+        return float(opt.param_groups[0]["lr"]) if opt is not None else None
+
+    def _stateful(self) -> dict[str, Any]:
+        skip = {"ctx", "hp"}
+        return {k: v for k, v in vars(self).items()
+                if k not in skip and callable(getattr(v, "state_dict", None))}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {k: v.state_dict() for k, v in self._stateful().items()}
+        for name in self.STATE_ATTRS:
+            val = getattr(self, name)
+            state[name] = val.detach().clone() if isinstance(val, torch.Tensor) else val
+        if self.ctx.scaler is not None:
+            state["_grad_scaler"] = self.ctx.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in self._stateful().items():
+            v.load_state_dict(state[k])
+        for name in self.STATE_ATTRS:
+            val = state[name]
+            cur = getattr(self, name)
+            if isinstance(cur, torch.Tensor):
+                cur.copy_(val.to(cur.device))
+            else:
+                setattr(self, name, val)
+        if self.ctx.scaler is not None and "_grad_scaler" in state:
+            self.ctx.scaler.load_state_dict(state["_grad_scaler"])

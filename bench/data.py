@@ -1,0 +1,84 @@
+"""Build a trial's data: load the dataset, take the subset, add the cached noise, hold out validation.
+
+Returns a :class:`TrialData` that the engine keeps. Its ``clean`` and ``is_noisy`` arrays are the harness's
+ground truth: the engine uses them to score, and never puts them in a method's context.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lnlbench.datasets.base import DatasetInfo, DataSpec, default_data_root
+
+from .config import ResolvedTrial
+from .errors import LnlError
+from .noisefile import NoiseRecord, noisy_labels_for
+from .registry import DATASETS
+
+
+@dataclass
+class TrialData:
+    info: DatasetInfo  # after the subset; y_train = clean labels (harness only)
+    noisy: np.ndarray  # noisy labels of the training part (what the method trains on)
+    clean: np.ndarray  # clean labels of the training part (harness only)
+    is_noisy: np.ndarray  # harness only
+    train_idx: np.ndarray  # positions in info of the training part
+    val_idx: np.ndarray  # positions in info of the noisy validation part (may be empty)
+    val_noisy: np.ndarray
+    noise: NoiseRecord
+    transition: np.ndarray
+    score_noise: bool = True  # False where the clean train labels are unknown (Clothing1M)
+
+
+def load_dataset(name: str, data_root: str | None = None, data_file: str | None = None,
+                 download: bool = False) -> DatasetInfo:
+    root = Path(data_root).expanduser() if data_root else default_data_root()
+    if data_file is not None and not Path(data_file).expanduser().exists():
+        raise LnlError(f"data file {data_file} does not exist; check --data-file")
+    spec = DataSpec(name=name, root=root,
+                    data_file=Path(data_file).expanduser() if data_file else None, download=download)
+    return DATASETS.get(name)(spec)
+
+
+def stratified_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """``per_class`` random indices of each class (all of a class if it has fewer), sorted."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5B5E7]))
+    picks = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        picks.append(idx if len(idx) <= per_class else rng.choice(idx, per_class, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def validation_split(noisy: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions into (train, val), stratified by the *noisy* labels (the only ones a user has)."""
+    if fraction <= 0:
+        return np.arange(len(noisy)), np.arange(0)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7A1]))
+    val = []
+    for c in np.unique(noisy):
+        idx = np.flatnonzero(noisy == c)
+        k = int(round(fraction * len(idx)))
+        val.append(rng.choice(idx, k, replace=False))
+    val_idx = np.sort(np.concatenate(val))
+    train_idx = np.setdiff1d(np.arange(len(noisy)), val_idx)
+    return train_idx, val_idx
+
+
+def prepare(trial: ResolvedTrial) -> TrialData:
+    """The trial's dataset, subset, noisy labels (generated once, cached) and validation split."""
+    cfg = trial.config
+    info = load_dataset(cfg.dataset, cfg.data_root, cfg.data_file, cfg.download)
+    if trial.subset is not None:
+        info = info.select_train(stratified_subset(info.y_train, trial.subset, cfg.subset_seed))
+    root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
+    noisy, record = noisy_labels_for(info, trial.noise_name, trial.noise_options, cfg.rate, cfg.seed, root)
+    labels = np.asarray(noisy.labels, dtype=np.int64)
+    train_idx, val_idx = validation_split(labels, cfg.val_fraction, cfg.seed)
+    score = info.y_train_given_noisy is None or not np.array_equal(info.y_train, info.y_train_given_noisy)
+    return TrialData(info=info, noisy=labels[train_idx], clean=info.y_train[train_idx],
+                     is_noisy=(labels != info.y_train)[train_idx], train_idx=train_idx, val_idx=val_idx,
+                     val_noisy=labels[val_idx], noise=record, transition=np.asarray(noisy.transition),
+                     score_noise=score)

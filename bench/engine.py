@@ -1,0 +1,229 @@
+"""The trial engine: ``run_trial(config) -> result``, plain Python, no Ray.
+
+One trial = one method trained on one noisy dataset with one seed. The engine builds the data (noise
+generated once and cached), hands the method a :class:`MethodContext` that holds only the noisy labels,
+runs the epochs, evaluates test accuracy after each with the method's ``predict``, scores the method's
+sample selection against the true noise mask (which only the engine holds), checkpoints so a trial can
+resume, and writes one versioned ``result.json`` (see :mod:`lnlbench.results`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lnlbench.datasets.augment import Augmenter
+
+from .config import ResolvedTrial, TrialConfig, resolve
+from .contract import MethodContext, TrainSet
+from .data import TrialData, prepare
+from .errors import LnlError
+from .metrics import score_selection
+from .results import SCHEMA, git_commit, host, summarize, versions, write_json
+
+EpochHook = Callable[[int, dict[str, Any], Path], None]
+
+
+def pick_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LnlError(f"device '{spec}' asked for but CUDA is not available; use --device cpu or auto")
+    return dev
+
+
+def amp_dtype(spec: str, device: torch.device) -> torch.dtype | None:
+    if spec == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[spec]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class _Trial:
+    """The state of one running trial; split from run_trial to keep each step short."""
+
+    def __init__(self, trial: ResolvedTrial, on_epoch_end: EpochHook | None):
+        self.trial = trial
+        self.cfg = trial.config
+        self.dir = trial.trial_dir
+        self.on_epoch_end = on_epoch_end
+        self.history: list[dict[str, Any]] = []
+        self.elapsed = 0.0
+        self.started_at = _now()
+        self.data: TrialData | None = None
+        self.device = pick_device(self.cfg.device)
+        self.attempts = 1
+
+    # -- setup -------------------------------------------------------------------------------------
+    def build(self) -> None:
+        cfg, dev = self.cfg, self.device
+        self.data = data = prepare(self.trial)
+        info = data.info
+        cl = dev.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+        self.augmenter = Augmenter.build(info.mean, info.std, info.crop_padding, info.flip, dev, cl)
+        to_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
+        x_all = torch.from_numpy(info.x_train).permute(0, 3, 1, 2).contiguous()
+        train = TrainSet(x=x_all[data.train_idx].to(dev), y=to_dev(data.noisy))
+        self.x_val, self.y_val = x_all[data.val_idx].to(dev), to_dev(data.val_noisy)
+        self.x_test = torch.from_numpy(info.x_test).permute(0, 3, 1, 2).contiguous().to(dev)
+        self.y_test = to_dev(info.y_test)
+        torch.manual_seed(cfg.seed)  # model initialisation draws from the global generator
+        self.ctx = MethodContext(train=train, num_classes=info.num_classes, image_shape=info.image_shape,
+                                 device=dev, seed=cfg.seed, augmenter=self.augmenter,
+                                 amp_dtype=amp_dtype(cfg.amp, dev), channels_last=cl,
+                                 compile_models=cfg.compile, noise_rate_hint=cfg.rate)
+        self.method = self.trial.method_cls(self.trial.hparams, self.ctx)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    @property
+    def ckpt_path(self) -> Path:
+        return self.dir / "checkpoint.pt"
+
+    def save_checkpoint(self, epoch: int) -> None:
+        rng = {"torch": torch.get_rng_state(), "ctx_gen": self.ctx.generator.get_state(),
+               "ctx_rng": json.dumps(self.ctx.rng.bit_generator.state)}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        state = {"trial_id": self.trial.trial_id, "epoch": epoch, "method": self.method.state_dict(),
+                 "history": json.dumps(self.history), "elapsed": self.elapsed, "rng": rng}
+        tmp = self.ckpt_path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.ckpt_path)
+
+    def load_checkpoint(self) -> int:
+        """Restore from the trial's checkpoint; returns the next epoch to run (0 without one)."""
+        if not (self.cfg.resume and self.ckpt_path.exists()):
+            return 0
+        state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
+        if state.get("trial_id") != self.trial.trial_id:
+            raise LnlError(f"checkpoint {self.ckpt_path} belongs to another trial; delete it or its folder")
+        self.method.load_state_dict(state["method"])
+        self.history = json.loads(state["history"])
+        self.elapsed = float(state["elapsed"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        self.ctx.generator.set_state(rng["ctx_gen"].cpu())
+        self.ctx.rng.bit_generator.state = json.loads(rng["ctx_rng"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        return int(state["epoch"]) + 1
+
+    # -- evaluation --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
+        if len(y) == 0:
+            return None
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        bs = self.cfg.eval_batch_size
+        for s in range(0, len(y), bs):
+            with self.ctx.autocast():
+                logits = self.method.predict(self.augmenter.normalize(x[s:s + bs]))
+            correct += (logits.argmax(1) == y[s:s + bs]).sum()
+        return correct.item() / len(y)
+
+    def epoch_record(self, epoch: int, logs: dict[str, Any], train_time: float) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        rec: dict[str, Any] = {"epoch": epoch, "lr": self.method.current_lr(), "train_time_s": train_time}
+        rec["test_acc"] = self.accuracy(self.x_test, self.y_test)
+        if len(self.y_val):
+            rec["val_acc"] = self.accuracy(self.x_val, self.y_val)
+        prob = self.method.clean_probability()
+        if prob is not None and self.data.score_noise:
+            rec["selection"] = score_selection(prob, self.data.is_noisy, self.method.selection_threshold)
+        for k, v in logs.items():
+            rec[k] = float(v) if isinstance(v, (torch.Tensor, np.generic, int, float)) else v
+        rec["eval_time_s"] = time.perf_counter() - t0
+        return rec
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self.build()
+        start = self.load_checkpoint()
+        self.event("resume" if start else "start", epoch=start)
+        self.write("running")
+        for epoch in range(start, self.trial.hparams.epochs):
+            t0 = time.perf_counter()
+            logs = self.method.train_epoch(epoch)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            train_time = time.perf_counter() - t0
+            rec = self.epoch_record(epoch, logs or {}, train_time)
+            self.history.append(rec)
+            self.elapsed += time.perf_counter() - t0
+            every = self.cfg.checkpoint_every
+            if every and ((epoch + 1) % every == 0 or epoch + 1 == self.trial.hparams.epochs):
+                self.save_checkpoint(epoch)
+            self.write("running")
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch, rec, self.ckpt_path)
+        result = self.write("ok")
+        self.event("end", epoch=len(self.history))
+        if not self.cfg.keep_checkpoint and self.ckpt_path.exists():
+            self.ckpt_path.unlink()
+        return result
+
+    def event(self, kind: str, **extra: Any) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        line = {"event": kind, "time": _now(), "pid": os.getpid(), "host": host(), **extra}
+        with open(self.dir / "events.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def write(self, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
+        t, d = self.trial, self.data
+        dev_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        result: dict[str, Any] = {
+            "schema": SCHEMA, "trial_id": t.trial_id, "status": status, "error": error,
+            "config": t.config.to_dict(), "method": t.config.method, "dataset": t.config.dataset,
+            "noise": {"name": t.noise_name, "options": t.noise_options, "rate": t.config.rate,
+                      **(d.noise.to_dict() if d else {})},
+            "seed": t.config.seed, "preset": t.preset, "hparams": asdict(t.hparams),
+            "method_flags": {"uses_clean_data": t.method_cls.uses_clean_data,
+                             "reconstructed": t.method_cls.reconstructed},
+            "data": None if d is None else {
+                "n_train": int(len(d.train_idx)), "n_val": int(len(d.val_idx)),
+                "n_test": int(len(d.info.y_test)), "num_classes": d.info.num_classes,
+                "image_shape": list(d.info.image_shape), "subset": t.subset, "source": d.info.source,
+                "transition": np.round(d.transition, 6).tolist()},
+            "history": self.history, **summarize(self.history),
+            "wall_time_s": self.elapsed, "device": str(self.device), "device_name": dev_name,
+            "device_hours": self.elapsed / 3600.0, "versions": versions(), "git_commit": git_commit(),
+            "host": host(), "started_at": self.started_at,
+            "finished_at": _now() if status != "running" else None,
+        }
+        write_json(self.dir / "result.json", result)
+        return result
+
+
+def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = False,
+              on_epoch_end: EpochHook | None = None) -> dict[str, Any]:
+    """Run one trial to the end (resuming from its checkpoint if one exists) and return its result.
+
+    Configuration errors raise :class:`LnlError` before anything is written. An error during the trial
+    is recorded in ``result.json`` as ``status: failed`` with the error; it is re-raised only with
+    ``raise_on_error`` (the Ray runner does, so a worker failure can be retried from the checkpoint).
+    """
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+    trial = resolve(cfg)
+    state = _Trial(trial, on_epoch_end)
+    try:
+        return state.run()
+    except Exception as exc:  # the failure goes into the result; the grid goes on
+        err = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
+        result = state.write("failed", err)
+        state.event("failed", error=f"{type(exc).__name__}: {exc}")
+        if raise_on_error or isinstance(exc, KeyboardInterrupt):
+            raise
+        return result

@@ -1,0 +1,142 @@
+"""Registries of methods, noise generators, datasets and models.
+
+Registration is by decorator (``@register_method("ce")``) for code in this repository, and by Python entry
+points for outside packages, so a plugin needs no change here::
+
+    # the plugin's pyproject.toml
+    [project.entry-points."lnlbench.methods"]
+    mymethod = "my_package.my_module:MyMethod"
+
+An entry point may point at the registered object itself (it is registered under the entry point's name
+unless its module already registered it) or at a module whose import registers it.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from .errors import LnlError, unknown_name
+
+T = TypeVar("T")
+
+# Modules whose import registers the built-in entries of each kind.
+_BUILTIN_MODULES = {
+    "method": ("lnlbench.methods",),
+    "noise": ("lnlbench.datasets.noise", "lnlbench.datasets.real_noise"),
+    "dataset": ("lnlbench.datasets",),
+    "model": ("lnlbench.models",),
+}
+
+
+def _describe(obj: Any) -> str:
+    """First line of the object's docstring: the one-line description `lnlbench list` prints."""
+    doc = getattr(obj, "__doc__", None) or ""
+    line = doc.strip().splitlines()[0] if doc.strip() else ""
+    return line.strip()
+
+
+class Registry(Generic[T]):
+    """A name → object map with clear errors, lazily filled from built-ins and entry points."""
+
+    def __init__(self, kind: str, group: str):
+        self.kind = kind
+        self.group = group
+        self._entries: dict[str, T] = {}
+        self._loaded = False
+
+    def register(self, name: str, obj: T) -> T:
+        name = str(name)
+        if not name or name != name.strip():
+            raise LnlError(f"invalid {self.kind} name {name!r}")
+        old = self._entries.get(name)
+        if old is not None and old is not obj and _qualname(old) != _qualname(obj):
+            raise LnlError(f"duplicate {self.kind} name '{name}': already registered by {_qualname(old)}")
+        self._entries[name] = obj
+        return obj
+
+    def decorator(self, name: str) -> Callable[[T], T]:
+        def wrap(obj: T) -> T:
+            return self.register(name, obj)
+        return wrap
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True  # set first: the imports below re-enter through the decorators
+        for mod in _BUILTIN_MODULES[self.kind]:
+            importlib.import_module(mod)
+        for ep in importlib.metadata.entry_points(group=self.group):
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken plugin must not break the registry
+                raise LnlError(f"{self.kind} plugin '{ep.name}' ({ep.value}) failed to load: {exc}") from exc
+            if not hasattr(obj, "__path__") and not hasattr(obj, "__file__") and ep.name not in self._entries:
+                self.register(ep.name, obj)  # the entry point names the object itself
+
+    def get(self, name: str) -> T:
+        self._load()
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise unknown_name(self.kind, name, self._entries) from None
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._entries)
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(name, one-line description) for every entry, sorted by name."""
+        return [(n, _describe(self.get(n))) for n in self.names()]
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def unregister(self, name: str) -> None:
+        """Remove an entry (for tests that register temporary plugins)."""
+        self._entries.pop(name, None)
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+METHODS: Registry[Any] = Registry("method", "lnlbench.methods")
+NOISE: Registry[Any] = Registry("noise", "lnlbench.noise")
+DATASETS: Registry[Any] = Registry("dataset", "lnlbench.datasets")
+MODELS: Registry[Any] = Registry("model", "lnlbench.models")
+REGISTRIES = {"methods": METHODS, "noise": NOISE, "datasets": DATASETS, "models": MODELS}
+
+
+def register_method(name: str):
+    """Register a :class:`lnlbench.Method` subclass under ``name`` (the paper's short name, lower case)."""
+    return METHODS.decorator(name)
+
+
+def register_noise(name: str, variant_option: str | None = None, fixed_rate: bool = False):
+    """Register a noise generator ``(labels, num_classes, rate, rng, info) -> NoisyLabels``.
+
+    ``variant_option`` names the option that the short spec ``name:variant`` sets
+    (``cifar10n:worst`` → ``options={"label_set": "worst"}``). ``fixed_rate`` marks real noise whose
+    label set fixes the rate (a trial then takes no rate).
+    """
+    def wrap(fn):
+        fn.variant_option = variant_option
+        fn.fixed_rate = fixed_rate
+        return NOISE.register(name, fn)
+    return wrap
+
+
+def register_dataset(name: str):
+    """Register a dataset loader ``(spec: DataSpec) -> DatasetInfo``."""
+    return DATASETS.decorator(name)
+
+
+def register_model(name: str):
+    """Register a model builder ``(num_classes, in_channels, image_size, **kwargs) -> nn.Module``."""
+    return MODELS.decorator(name)

@@ -1,0 +1,60 @@
+"""Batched augmentation on the device: random crop with padding and horizontal flip, then normalisation.
+
+The whole batch is augmented in a few tensor ops (pad, one gather, one select), never per sample in
+Python, so CIFAR-size data stays on the GPU and the augmentation costs little next to the forward pass.
+It reproduces torchvision's ``RandomCrop(size, padding=p)`` (zero fill, on the uint8 image) followed by
+``RandomHorizontalFlip()``, ``ToTensor()`` and ``Normalize(mean, std)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Augmenter:
+    """Crop-with-padding + flip + normalise for uint8 NCHW batches on one device."""
+
+    mean: torch.Tensor  # (1, C, 1, 1) float on the device, [0, 1] scale
+    std: torch.Tensor
+    padding: int = 4
+    flip: bool = True
+    channels_last: bool = False
+
+    @classmethod
+    def build(cls, mean, std, padding: int, flip: bool, device, channels_last: bool = False) -> Augmenter:
+        m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        s = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        return cls(m, s, int(padding), bool(flip), bool(channels_last))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) → float, normalised; the test-time transform."""
+        out = (x.float().div_(255.0) - self.mean) / self.std
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+
+    def crop_flip(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random crop (zero padding) and horizontal flip of a uint8 batch; returns uint8."""
+        b, c, h, w = x.shape
+        p = self.padding
+        if p > 0:
+            padded = F.pad(x, (p, p, p, p))  # zero fill, like torchvision's RandomCrop(padding=p)
+            hp, wp = h + 2 * p, w + 2 * p
+            dy = torch.randint(0, 2 * p + 1, (b, 1, 1), device=x.device, generator=generator)
+            dx = torch.randint(0, 2 * p + 1, (b, 1, 1), device=x.device, generator=generator)
+            rows = torch.arange(h, device=x.device).view(1, h, 1) + dy
+            cols = torch.arange(w, device=x.device).view(1, 1, w) + dx
+            if self.flip:  # fold the flip into the gather: read the columns right to left
+                flip = torch.rand((b, 1, 1), device=x.device, generator=generator) < 0.5
+                cols = torch.where(flip, cols.flip(-1), cols)
+            index = (rows * wp + cols).view(b, 1, h * w).expand(b, c, h * w)
+            return padded.reshape(b, c, hp * wp).gather(2, index).view(b, c, h, w)
+        if self.flip:
+            flip = torch.rand((b, 1, 1, 1), device=x.device, generator=generator) < 0.5
+            return torch.where(flip, x.flip(-1), x)
+        return x
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The training transform: crop + flip + normalise, uint8 in, float out."""
+        return self.normalize(self.crop_flip(x, generator))

@@ -1,0 +1,110 @@
+"""What a dataset loader returns and what a noise generator takes and returns.
+
+A loader turns a :class:`DataSpec` into one :class:`DatasetInfo`. Images are kept as uint8 arrays in
+(N, H, W, C) layout on the host; the engine moves them to the trial's device once, as (N, C, H, W).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def default_data_root() -> Path:
+    """``LNLBENCH_DATA`` if set, else ``~/.cache/lnlbench`` (``--data-root`` overrides both)."""
+    env = os.environ.get("LNLBENCH_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "lnlbench"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """How to load one dataset: the name, where the files are, and whether downloading is allowed."""
+
+    name: str
+    root: Path = field(default_factory=default_data_root)
+    data_file: Path | None = None  # an array file in the documented .npz format (any dataset name)
+    download: bool = False
+
+
+@dataclass
+class DatasetInfo:
+    """One dataset: images, clean labels (for the harness only), and what methods may know about it."""
+
+    name: str
+    x_train: np.ndarray  # (N, H, W, C) uint8
+    y_train: np.ndarray  # (N,) int64 clean labels: the harness's, never a method's
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list[str]
+    mean: tuple[float, ...]  # per-channel normalisation on the [0, 1] scale
+    std: tuple[float, ...]
+    crop_padding: int = 4  # training augmentation: random crop with this padding (0: none)
+    flip: bool = True  # training augmentation: horizontal flip
+    y_train_coarse: np.ndarray | None = None  # CIFAR-100 superclasses
+    y_test_coarse: np.ndarray | None = None
+    coarse_classes: list[str] | None = None
+    y_train_given_noisy: np.ndarray | None = None  # real noise that comes with the data (Clothing1M)
+    train_index: np.ndarray | None = None  # index of each train sample in the original training set
+    source: str = ""  # where the arrays came from (a path or "sklearn")
+
+    def __post_init__(self) -> None:
+        self.y_train = np.asarray(self.y_train, dtype=np.int64)
+        self.y_test = np.asarray(self.y_test, dtype=np.int64)
+        if self.train_index is None:
+            self.train_index = np.arange(len(self.y_train), dtype=np.int64)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W), the layout models see."""
+        _, h, w, c = self.x_train.shape
+        return (c, h, w)
+
+    def select_train(self, idx: np.ndarray) -> DatasetInfo:
+        """A copy restricted to the given training indices (a subset); the test set is kept whole."""
+        idx = np.asarray(idx, dtype=np.int64)
+        pick = lambda a: None if a is None else a[idx]  # noqa: E731
+        return DatasetInfo(
+            name=self.name, x_train=self.x_train[idx], y_train=self.y_train[idx], x_test=self.x_test,
+            y_test=self.y_test, classes=self.classes, mean=self.mean, std=self.std,
+            crop_padding=self.crop_padding, flip=self.flip, y_train_coarse=pick(self.y_train_coarse),
+            y_test_coarse=self.y_test_coarse, coarse_classes=self.coarse_classes,
+            y_train_given_noisy=pick(self.y_train_given_noisy), train_index=self.train_index[idx],
+            source=self.source)
+
+
+@dataclass(frozen=True)
+class NoisyLabels:
+    """What a noise generator returns.
+
+    ``transition[i, j]`` is the probability it *meant* a clean label i to become j (for real or
+    instance-dependent noise: the empirical or averaged matrix), so tests can compare it with what was drawn.
+    """
+
+    labels: np.ndarray  # (N,) int64
+    is_noisy: np.ndarray  # (N,) bool, labels != clean
+    transition: np.ndarray  # (C, C) float64, rows sum to 1
+
+    @property
+    def realized_rate(self) -> float:
+        return float(self.is_noisy.mean()) if len(self.is_noisy) else 0.0
+
+
+@dataclass(frozen=True)
+class NoiseInfo:
+    """What a noise generator may know about the data beyond the labels."""
+
+    dataset: str = ""
+    classes: tuple[str, ...] = ()
+    coarse_labels: np.ndarray | None = None  # (N,) superclass of each sample
+    images: np.ndarray | None = None  # (N, H, W, C) uint8, for instance-dependent noise
+    train_index: np.ndarray | None = None  # original-order index of each sample (real-noise files)
+    given_noisy: np.ndarray | None = None  # noisy labels shipped with the dataset
+    data_root: Path | None = None  # where real-noise label files live (``<root>/cifar-n``)
+    options: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,2 @@
+"""Methods: one file each, registered by import (``lnlbench list methods``)."""
+from . import ce  # noqa: F401

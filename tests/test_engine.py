@@ -1,0 +1,155 @@
+"""The trial engine: result.json schema, noise caching, resume, failures, and no clean-label leaks."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lnlbench.config import TrialConfig, resolve
+from lnlbench.contract import Method
+from lnlbench.data import TrialData
+from lnlbench.datasets.base import DatasetInfo
+from lnlbench.engine import _Trial, run_trial
+from lnlbench.errors import LnlError
+
+FAST = dict(method="ce", dataset="digits", noise="symmetric", rate=0.4, seed=0, epochs=2, subset=20)
+
+TOP_KEYS = {"schema", "trial_id", "status", "error", "config", "method", "dataset", "noise", "seed",
+            "preset", "hparams", "method_flags", "data", "history", "best_acc", "best_epoch", "last_acc",
+            "final_acc", "selected_acc", "epochs_done", "wall_time_s", "device", "device_name",
+            "device_hours", "versions", "git_commit", "host", "started_at", "finished_at"}
+
+
+def _cfg(tmp_path, **kw) -> TrialConfig:
+    return TrialConfig(**{**FAST, "out_dir": str(tmp_path / "runs"), **kw})
+
+
+def test_result_json_schema(tmp_path):
+    res = run_trial(_cfg(tmp_path, val_fraction=0.1))
+    path = tmp_path / "runs" / res["trial_id"] / "result.json"
+    on_disk = json.loads(path.read_text())
+    assert on_disk["status"] == "ok" and on_disk["error"] is None
+    assert TOP_KEYS <= set(on_disk)
+    assert on_disk["schema"] == "lnlbench.result/1"
+    noise = on_disk["noise"]
+    assert {"name", "options", "rate", "file", "sha256", "realized_rate"} <= set(noise)
+    assert len(noise["sha256"]) == 64 and 0.25 < noise["realized_rate"] < 0.45
+    assert len(on_disk["history"]) == 2
+    for rec in on_disk["history"]:
+        assert {"epoch", "lr", "test_acc", "val_acc", "loss", "train_time_s", "eval_time_s"} <= set(rec)
+        assert 0.0 <= rec["test_acc"] <= 1.0 and np.isfinite(rec["loss"])
+    accs = [h["test_acc"] for h in on_disk["history"]]
+    assert on_disk["best_acc"] == max(accs) and on_disk["last_acc"] == pytest.approx(np.mean(accs))
+    assert on_disk["selected_acc"] in accs
+    assert on_disk["data"]["n_train"] + on_disk["data"]["n_val"] == 200
+    assert on_disk["versions"]["torch"] and on_disk["hparams"]["model"] == "mlp"
+    assert not (path.parent / "checkpoint.pt").exists()  # removed after a finished trial
+
+
+def test_noise_generated_once_and_reused_with_hash(tmp_path):
+    a = run_trial(_cfg(tmp_path))
+    b = run_trial(_cfg(tmp_path, hparams={"lr": 0.01}))  # another config, same cell
+    assert a["noise"]["generated"] is True and b["noise"]["generated"] is False
+    assert a["noise"]["sha256"] == b["noise"]["sha256"] and a["noise"]["file"] == b["noise"]["file"]
+    c = run_trial(_cfg(tmp_path, seed=1))
+    assert c["noise"]["sha256"] != a["noise"]["sha256"]
+
+
+def test_tampered_noise_file_is_refused(tmp_path):
+    a = run_trial(_cfg(tmp_path))
+    path = a["noise"]["file"]
+    z = dict(np.load(path))
+    z["labels"] = (z["labels"] + 1) % 10
+    np.savez(path, **z)
+    res = run_trial(_cfg(tmp_path, seed=0, hparams={"lr": 0.02}))
+    assert res["status"] == "failed" and "SHA-256" in res["error"]["message"]
+
+
+def test_failing_trial_is_recorded_not_lost(tmp_path):
+    def boom(epoch, rec, ckpt):
+        raise RuntimeError("injected")
+    res = run_trial(_cfg(tmp_path), on_epoch_end=boom)
+    assert res["status"] == "failed" and res["error"]["message"] == "injected"
+    on_disk = json.loads((tmp_path / "runs" / res["trial_id"] / "result.json").read_text())
+    assert on_disk["status"] == "failed" and "RuntimeError" in on_disk["error"]["traceback"]
+    with pytest.raises(RuntimeError):
+        run_trial(_cfg(tmp_path, resume=False), on_epoch_end=boom, raise_on_error=True)
+
+
+def test_resume_continues_from_checkpoint(tmp_path):
+    def stop_after_first(epoch, rec, ckpt):
+        if epoch == 0:
+            raise RuntimeError("killed")
+    first = run_trial(_cfg(tmp_path, epochs=3), on_epoch_end=stop_after_first)
+    assert first["status"] == "failed" and first["epochs_done"] == 1
+    done = run_trial(_cfg(tmp_path, epochs=3))
+    assert done["status"] == "ok" and [h["epoch"] for h in done["history"]] == [0, 1, 2]
+    events = [json.loads(x)["event"] for x in
+              (tmp_path / "runs" / done["trial_id"] / "events.jsonl").read_text().splitlines()]
+    assert events == ["start", "failed", "resume", "end"]
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(method="nope"), "unknown method 'nope'"),
+    (dict(dataset="cifar11"), "unknown dataset 'cifar11'"),
+    (dict(noise="symetric"), "did you mean 'symmetric'"),
+    (dict(rate=1.0), r"noise rate must be in \[0, 1\)"),
+    (dict(rate=-0.1), r"noise rate must be in \[0, 1\)"),
+    (dict(rate=None), "needs a rate"),
+    (dict(hparams={"lrr": 0.1}), "unknown hyperparameter"),
+    (dict(preset="huge"), "unknown preset 'huge'"),
+    (dict(noise="symmetric:x"), "takes no variant"),
+])
+def test_bad_config_one_line_errors(tmp_path, bad, match):
+    with pytest.raises(LnlError, match=match) as err:
+        resolve(_cfg(tmp_path, **bad))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_data_file_is_a_clear_failure(tmp_path):
+    res = run_trial(_cfg(tmp_path, data_file=str(tmp_path / "nope.npz")))
+    assert res["status"] == "failed" and "does not exist" in res["error"]["message"]
+
+
+def test_asymmetric_without_mapping_fails_clearly(tmp_path):
+    res = run_trial(_cfg(tmp_path, noise="asymmetric"))
+    assert res["status"] == "failed" and res["error"]["type"] == "LnlError"
+    assert "mapping" in res["error"]["message"]
+
+
+def _walk(obj, seen, depth=0):
+    """Yield every object reachable from a method's attributes (modules, tensors, containers)."""
+    if id(obj) in seen or depth > 6:
+        return
+    seen.add(id(obj))
+    yield obj
+    if isinstance(obj, torch.nn.Module):
+        return  # parameters are the method's own
+    if isinstance(obj, dict):
+        children = list(obj.values())
+    elif isinstance(obj, (list, tuple, set)):
+        children = list(obj)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+        children = list(vars(obj).values())
+    elif hasattr(obj, "__dataclass_fields__"):
+        children = [getattr(obj, f) for f in obj.__dataclass_fields__]
+    else:
+        children = []
+    for child in children:
+        yield from _walk(child, seen, depth + 1)
+
+
+def test_method_cannot_reach_clean_labels(tmp_path):
+    trial = _Trial(resolve(_cfg(tmp_path, rate=0.6)), None)
+    trial.build()
+    clean = trial.data.clean
+    assert (trial.data.noisy != clean).mean() > 0.3
+    for obj in _walk(trial.method, set()):
+        assert not isinstance(obj, (DatasetInfo, TrialData)), "the method can reach the dataset's truth"
+        arr = obj.detach().cpu().numpy() if isinstance(obj, torch.Tensor) else obj
+        if isinstance(arr, np.ndarray) and arr.shape == clean.shape:
+            assert not np.array_equal(arr, clean), "a clean-label array is reachable from the method"
+            assert not np.array_equal(arr.astype(bool), trial.data.is_noisy), "the noise mask is reachable"
+    assert isinstance(trial.method, Method)
