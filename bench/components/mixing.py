@@ -1,0 +1,66 @@
+"""Mixup and MixMatch mixing, sharpening and the soft-target cross-entropy.
+
+λ is drawn from the method's seeded numpy generator (``ctx.rng``) and permutations from its torch
+generator (``ctx.generator``), so a trial is reproducible and resumable.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def sample_lambda(rng: np.random.Generator, alpha: float, take_max: bool = False) -> float:
+    """λ ~ Beta(α, α); with ``take_max`` λ ← max(λ, 1−λ) (MixMatch/DivideMix: the mix stays near x)."""
+    if alpha <= 0:
+        return 1.0
+    lam = float(rng.beta(alpha, alpha))
+    return max(lam, 1.0 - lam) if take_max else lam
+
+
+def mix(x: torch.Tensor, targets: torch.Tensor, lam: float,
+        perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """λ·(x, t) + (1−λ)·(x[perm], t[perm]) for inputs and soft targets."""
+    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm]
+
+
+def mixup(x: torch.Tensor, targets: torch.Tensor, alpha: float, rng: np.random.Generator,
+          generator: torch.Generator | None = None,
+          take_max: bool = False) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+    """Mixup of a batch with a random permutation of itself (Zhang et al. 2018).
+
+    Returns the mixed inputs, the mixed soft targets, λ and the permutation (methods such as ELR+ mix
+    further per-sample quantities with the same λ and permutation).
+    """
+    perm = torch.randperm(x.shape[0], device=x.device, generator=generator)
+    lam = sample_lambda(rng, alpha, take_max)
+    xm, tm = mix(x, targets, lam, perm)
+    return xm, tm, lam, perm
+
+
+def mixmatch(inputs: list[torch.Tensor], targets: list[torch.Tensor], alpha: float,
+             rng: np.random.Generator, generator: torch.Generator | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """MixMatch mixing as DivideMix's code does it: concatenate every input group (labeled views, then
+    unlabeled views) and their targets, and mix the whole concatenation with ONE random permutation of
+    it, with λ' = max(λ, 1−λ). The first rows keep the order of ``inputs``, so the caller splits the
+    labeled part (first 2B) from the unlabeled part.
+    """
+    x = torch.cat(inputs)
+    t = torch.cat(targets)
+    lam = sample_lambda(rng, alpha, take_max=True)
+    perm = torch.randperm(x.shape[0], device=x.device, generator=generator)
+    xm, tm = mix(x, t, lam, perm)
+    return xm, tm, lam
+
+
+def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
+    """p^(1/T), renormalised over classes (MixMatch's sharpening; T = 0.5 in DivideMix)."""
+    q = p.pow(1.0 / temperature)
+    return q / q.sum(dim=1, keepdim=True)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """−Σ_c t_c log softmax(logits)_c, per sample, then mean (or none)."""
+    loss = -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1)
+    return loss.mean() if reduction == "mean" else loss

@@ -1,0 +1,63 @@
+"""Sample selection: per-sample losses over the train set, the GMM clean/noisy split, small-loss masks."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.mixture import GaussianMixture
+
+
+@torch.no_grad()
+def per_sample_loss(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                    normalize: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 1024,
+                    autocast=None) -> torch.Tensor:
+    """Cross-entropy of every training sample under the test transform, in large no-grad batches.
+
+    ``predict`` maps a normalised batch to logits (put the network in eval mode first, as DivideMix's
+    ``eval_train`` does). Returns an (N,) float tensor on the data's device; nothing is synced to the host.
+    """
+    out = torch.empty(len(y), device=y.device, dtype=torch.float32)
+    for s in range(0, len(y), batch_size):
+        xb = normalize(x[s:s + batch_size])
+        if autocast is not None:
+            with autocast():
+                logits = predict(xb)
+        else:
+            logits = predict(xb)
+        out[s:s + batch_size] = F.cross_entropy(logits.float(), y[s:s + batch_size], reduction="none")
+    return out
+
+
+def minmax(v: torch.Tensor) -> torch.Tensor:
+    """(v − min) / (max − min), the normalisation DivideMix applies before the GMM."""
+    lo, hi = v.min(), v.max()
+    return (v - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def gmm_clean_probability(losses: torch.Tensor | np.ndarray, max_iter: int = 10, tol: float = 1e-2,
+                          reg_covar: float = 5e-4, seed: int = 0) -> np.ndarray:
+    """Posterior of the low-mean component of a 2-component GMM fitted on per-sample losses.
+
+    The settings are DivideMix's (``GaussianMixture(n_components=2, max_iter=10, tol=1e-2,
+    reg_covar=5e-4)``); normalise the losses first (``minmax``) as it does. ``seed`` fixes sklearn's
+    k-means initialisation, which the official code leaves to the global RNG.
+    """
+    v = losses.detach().float().cpu().numpy() if isinstance(losses, torch.Tensor) else np.asarray(losses, float)
+    v = v.reshape(-1, 1)
+    gmm = GaussianMixture(n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar, random_state=seed)
+    gmm.fit(v)
+    prob = gmm.predict_proba(v)
+    return prob[:, int(np.argmin(gmm.means_.ravel()))]
+
+
+def small_loss_mask(losses: torch.Tensor, keep_fraction: float) -> torch.Tensor:
+    """Boolean mask of the ``int(keep_fraction · n)`` smallest losses (Co-teaching keeps
+    ``num_remember = int((1 − forget_rate) · len(batch))`` samples)."""
+    n = losses.shape[0]
+    k = int(keep_fraction * n)
+    mask = torch.zeros(n, dtype=torch.bool, device=losses.device)
+    if k > 0:
+        mask[torch.argsort(losses)[:k]] = True
+    return mask
