@@ -114,7 +114,8 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
     """Validate a trial config and resolve its method, hyperparameters and trial id."""
     _check_ranges(config)
     method_cls = METHODS.get(config.method)
-    DATASETS.get(config.dataset)
+    if config.data_file is None or config.dataset in DATASETS:  # an unknown name may name an array file
+        DATASETS.get(config.dataset)
     noise_name, noise_opts = parse_noise(config.noise, config.noise_options)
     if getattr(NOISE.get(noise_name), "fixed_rate", False):
         if config.rate not in (None, 0, 0.0):

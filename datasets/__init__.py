@@ -4,6 +4,6 @@ Importing this package registers the built-in datasets; ``lnlbench.datasets.nois
 ``lnlbench.datasets.real_noise`` register the noise generators.
 """
 from .base import DataSpec, DatasetInfo, NoiseInfo, NoisyLabels, default_data_root
-from . import digits, cifar, arrayfile, tinyimagenet, clothing1m  # noqa: F401  (registration)
+from . import arrayfile, cifar, clothing1m, digits, tinyimagenet  # noqa: F401  (registration)
 
 __all__ = ["DataSpec", "DatasetInfo", "NoiseInfo", "NoisyLabels", "default_data_root"]

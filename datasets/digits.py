@@ -10,12 +10,17 @@ import numpy as np
 
 from lnlbench.registry import register_dataset
 
+from .arrayfile import Preset, load_array_file
 from .base import DataSpec, DatasetInfo
+
+DIGITS = Preset(crop_padding=1, flip=False, num_classes=10)
 
 
 @register_dataset("digits")
 def load_digits(spec: DataSpec) -> DatasetInfo:
     """scikit-learn digits, 8×8×1, 10 classes, 1,437 train / 360 test (embedded, offline)."""
+    if spec.data_file is not None:  # the array-file format, with digits' augmentation
+        return DIGITS.apply(load_array_file(spec.data_file, spec.name, DIGITS), str(spec.data_file))
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
 

@@ -1,0 +1,174 @@
+"""Clothing1M (Xiao et al., CVPR 2015): 14 clothing classes, about 1M web images with real noisy labels.
+
+**Real noise, unknown clean train labels.** The training labels come from the text around each image
+(about 38.5 % wrong) and the clean label of almost every training image is unknown. So ``y_train`` holds the
+*noisy* labels, the same array as ``y_train_given_noisy``. The engine must train on them as given (the real
+noise of the data, never a synthetic generator on top) and must not score anything against ``y_train``:
+realised noise rate, sample-selection precision/recall or label-correction accuracy would all be
+meaningless. Only test accuracy (clean labels) is scored.
+
+Files, under ``<root>/clothing1m``, as the official release and DivideMix's ``dataloader_clothing1M.py``
+(LiJunnan1992/DivideMix) read them: ``noisy_label_kv.txt`` and ``clean_label_kv.txt`` ("<key> <label>"
+lines), ``noisy_train_key_list.txt`` and ``clean_test_key_list.txt`` (one key per line). An image's file is
+``<root>/clothing1m/`` + ``key[7:]`` (the key without its leading ``images/``), as in DivideMix; a tree that
+kept the ``images/`` folder (``<root>/clothing1m/images/...``) is found too. ``clean_val_key_list.txt``
+(14,313 images, used for model selection) is not read: :class:`DatasetInfo` has no validation split.
+
+**Not the full set in memory.** 1M images at 224×224×3 would be 150 GB, so the loader decodes a fixed
+subset at a fixed size, both set by environment variables and written to ``<root>/clothing1m_<S>px_<N>.npz``:
+
+- ``LNLBENCH_CLOTHING1M_SIZE`` (default 224): every image becomes S×S, DivideMix's test view: resize the
+  short side to 8/7·S (256 for 224), centre crop S (torchvision ``Resize`` + ``CenterCrop``, bilinear).
+- ``LNLBENCH_CLOTHING1M_TRAIN`` (default 64000; ``all`` for no cap): the number of training images, drawn
+  once (seed 0) class-balanced by noisy label, at most N/14 per class, as DivideMix draws each epoch's
+  warm-up set of 1000×32×2 = 64,000. DivideMix draws a fresh subset every epoch from the full 1M; here it is
+  fixed. ``train_index`` is each image's line in ``noisy_train_key_list.txt``. If the arrays would not fit in
+  this machine's memory the loader stops before decoding.
+
+Augmentation: DivideMix trains on ``Resize(256)`` + ``RandomCrop(224)`` + flip, i.e. shifts of up to ±16
+pixels with real image borders. Stored at S, the engine's random crop uses padding S/14 (16 at 224) and
+flip: the same shifts, but filling the border with zeros. Normalisation is DivideMix's Clothing1M mean
+(0.6959, 0.6537, 0.6371) and std (0.3113, 0.3192, 0.3214). The backbone protocol (ImageNet-pretrained
+ResNet-50, methods.md §7) is the model's business, not the loader's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from lnlbench.errors import LnlError
+from lnlbench.registry import register_dataset
+
+from .arrayfile import Preset, decode_images, load_named
+from .base import DatasetInfo, DataSpec
+
+CLOTHING1M_CLASSES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker", "Jacket",
+                      "Downcoat", "Suit", "Shawl", "Dress", "Vest", "Underwear")
+CLOTHING1M = Preset(mean=(0.6959, 0.6537, 0.6371), std=(0.3113, 0.3192, 0.3214), crop_padding=lambda h: h // 14,
+                    flip=True, classes=CLOTHING1M_CLASSES)
+FILES = ("noisy_label_kv.txt", "noisy_train_key_list.txt", "clean_label_kv.txt", "clean_test_key_list.txt")
+SIZE_ENV, TRAIN_ENV = "LNLBENCH_CLOTHING1M_SIZE", "LNLBENCH_CLOTHING1M_TRAIN"
+
+
+@dataclasses.dataclass(frozen=True)
+class Clothing1MSettings:
+    """Image side and training-set cap (``None``: all), from the environment."""
+
+    size: int = 224
+    max_train: int | None = 64000
+
+    @classmethod
+    def from_env(cls) -> Clothing1MSettings:
+        size = _env_int(SIZE_ENV, os.environ.get(SIZE_ENV, "224"))
+        cap = os.environ.get(TRAIN_ENV, "64000").strip().lower()
+        return cls(size=size, max_train=None if cap in ("all", "0") else _env_int(TRAIN_ENV, cap))
+
+    @property
+    def cache_name(self) -> str:
+        return f"clothing1m_{self.size}px_{self.max_train or 'all'}.npz"
+
+
+@register_dataset("clothing1m")
+def load_clothing1m(spec: DataSpec) -> DatasetInfo:
+    """Clothing1M, 14 classes, real noisy train labels; a capped subset at a fixed size (see module)."""
+    settings = Clothing1MSettings.from_env()
+    return load_named(spec, CLOTHING1M, spec.root / settings.cache_name, lambda: _build(spec, settings))
+
+
+def _build(spec: DataSpec, settings: Clothing1MSettings) -> DatasetInfo:
+    folder = spec.root / "clothing1m"
+    missing = [f for f in FILES if not (folder / f).is_file()]
+    if missing:
+        raise LnlError(f"clothing1m not found: {folder} lacks {', '.join(missing)}; put the official files "
+                       f"({', '.join(FILES)}) and the image folders there, or use --data-file")
+    noisy = _key_labels(folder / "noisy_label_kv.txt")
+    clean = _key_labels(folder / "clean_label_kv.txt")
+    train_keys = _lines(folder / "noisy_train_key_list.txt")
+    test_keys = _lines(folder / "clean_test_key_list.txt")
+    if not train_keys or not test_keys:
+        raise LnlError(f"clothing1m: an image list in {folder} is empty; copy the official key lists again")
+    y_noisy = _lookup(train_keys, noisy, "noisy_train_key_list.txt", "noisy_label_kv.txt")
+    y_test = _lookup(test_keys, clean, "clean_test_key_list.txt", "clean_label_kv.txt")
+    keep = balanced_subset(y_noisy, settings.max_train, len(CLOTHING1M_CLASSES))
+    _check_memory(len(keep) + len(test_keys), settings.size)
+    path_of = _image_paths(folder, train_keys[0])
+    x_train = _decode([path_of(train_keys[i]) for i in keep], settings.size)
+    x_test = _decode([path_of(k) for k in test_keys], settings.size)
+    return DatasetInfo(name=spec.name, x_train=x_train, y_train=y_noisy[keep], x_test=x_test, y_test=y_test,
+                       classes=list(CLOTHING1M_CLASSES), mean=CLOTHING1M.mean, std=CLOTHING1M.std,
+                       y_train_given_noisy=y_noisy[keep], train_index=keep, source=str(folder))
+
+
+def balanced_subset(labels: np.ndarray, cap: int | None, num_classes: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``cap`` samples, at most ``cap / num_classes`` per label (DivideMix's rule)."""
+    if cap is None or cap >= len(labels):
+        return np.arange(len(labels), dtype=np.int64)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    per_class = cap // num_classes
+    shuffled = labels[order]
+    # rank of each shuffled sample among those with its label: keep the first per_class of each label
+    rank = np.empty(len(order), dtype=np.int64)
+    for c in np.unique(shuffled):
+        hit = shuffled == c
+        rank[hit] = np.arange(hit.sum())
+    return np.sort(order[rank < per_class])
+
+
+def _decode(paths: list[Path], size: int) -> np.ndarray:
+    from torchvision.transforms import functional as tf
+
+    short = size * 8 // 7  # 256 for 224, DivideMix's Resize(256) + CenterCrop(224)
+    return decode_images(paths, (size, size), lambda img: tf.center_crop(tf.resize(img, short), [size, size]))
+
+
+def _image_paths(folder: Path, first_key: str) -> Callable[[str], Path]:
+    """DivideMix's ``root + key[7:]``; a tree that kept the ``images/`` prefix is accepted too."""
+    if not (folder / first_key[7:]).is_file() and (folder / first_key).is_file():
+        return lambda key: folder / key
+    return lambda key: folder / key[7:]
+
+
+def _key_labels(path: Path) -> dict[str, int]:
+    table = {}
+    for n, line in enumerate(_lines(path), start=1):
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= len(CLOTHING1M_CLASSES):
+            raise LnlError(f"{path} line {n}: expected '<key> <label 0-13>', got {line[:60]!r}")
+        table[parts[0]] = int(parts[1])
+    return table
+
+
+def _lookup(keys: list[str], table: dict[str, int], list_name: str, kv_name: str) -> np.ndarray:
+    try:
+        return np.fromiter((table[k] for k in keys), dtype=np.int64, count=len(keys))
+    except KeyError as exc:
+        raise LnlError(f"key {exc} of {list_name} has no label in {kv_name}; the file lists do not "
+                       "match: take both from the same release") from None
+
+
+def _lines(path: Path) -> list[str]:
+    return [s.strip() for s in path.read_text().splitlines() if s.strip()]
+
+
+def _env_int(name: str, value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise LnlError(f"{name}={value!r} is not a positive integer; set it to e.g. 224 or unset it")
+    return n
+
+
+def _check_memory(n: int, size: int) -> None:
+    need = n * size * size * 3
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > 0.8 * have:
+        raise LnlError(f"clothing1m: {n} images at {size}x{size} need {need / 2**30:.0f} GiB, more than this "
+                       f"machine's memory ({have / 2**30:.0f} GiB); lower {TRAIN_ENV} or {SIZE_ENV}")
