@@ -16,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import LnlError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so configs validate without it
+    import torch
 
 TRIAL_KEYS = ("subset",)  # preset keys that configure the trial rather than the method
 
@@ -45,6 +46,8 @@ class TrainHparams:
 
 def make_sgd(params, hp: TrainHparams) -> torch.optim.SGD:
     """SGD with the recipe's momentum, weight decay and Nesterov flag (lr is set every epoch)."""
+    import torch
+
     return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay,
                            nesterov=hp.nesterov and hp.momentum > 0)
 
