@@ -45,7 +45,7 @@ class TrialConfig:
     checkpoint_every: int = 1  # epochs between checkpoints (0: never)
     keep_checkpoint: bool = False  # keep the last checkpoint after a finished trial
     resume: bool = True  # continue from the trial's checkpoint if one exists
-    eval_batch_size: int = 1024
+    eval_batch_size: int | None = None  # None: 1024 on CUDA, 128 on CPU (large CPU batches evaluate slower)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrialConfig:

@@ -127,7 +127,7 @@ class _Trial:
         if len(y) == 0:
             return None
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        bs = self.cfg.eval_batch_size
+        bs = self.cfg.eval_batch_size or (1024 if self.device.type == "cuda" else 128)
         for s in range(0, len(y), bs):
             with self.ctx.autocast():
                 logits = self.method.predict(self.augmenter.normalize(x[s:s + bs]))
