@@ -109,6 +109,9 @@ cmd_trial.add_arguments = _trial_args
 command("trial", "run one trial locally and print a one-line summary")(cmd_trial)
 
 
+from .aggregate import cli as _aggregate_cli  # noqa: F401,E402  (registers table, plot, report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lnlbench", description="Benchmark suite for learning with noisy labels.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
