@@ -18,7 +18,6 @@ from .errors import LnlError
 from .noisefile import NoiseRecord, noisy_labels_for
 from .registry import DATASETS
 
-
 # An array file under a name no loader knows: its own mean/std (or computed), crop padding of 1/8 of the
 # image height (4 for 32×32, as CIFAR) and horizontal flips.
 GENERIC = Preset(mean=None, std=None, crop_padding=lambda h: max(1, h // 8), flip=True)

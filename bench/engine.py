@@ -74,7 +74,7 @@ class _Trial:
         info = data.info
         cl = dev.type == "cuda" if cfg.channels_last is None else cfg.channels_last
         self.augmenter = Augmenter.build(info.mean, info.std, info.crop_padding, info.flip, dev, cl)
-        to_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
+        to_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)
         x_all = torch.from_numpy(info.x_train).permute(0, 3, 1, 2).contiguous()
         train = TrainSet(x=x_all[data.train_idx].to(dev), y=to_dev(data.noisy))
         self.x_val, self.y_val = x_all[data.val_idx].to(dev), to_dev(data.val_noisy)

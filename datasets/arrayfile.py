@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from lnlbench.errors import LnlError
 
 from .base import DatasetInfo, DataSpec

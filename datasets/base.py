@@ -69,7 +69,7 @@ class DatasetInfo:
     def select_train(self, idx: np.ndarray) -> DatasetInfo:
         """A copy restricted to the given training indices (a subset); the test set is kept whole."""
         idx = np.asarray(idx, dtype=np.int64)
-        pick = lambda a: None if a is None else a[idx]  # noqa: E731
+        pick = lambda a: None if a is None else a[idx]
         return DatasetInfo(
             name=self.name, x_train=self.x_train[idx], y_train=self.y_train[idx], x_test=self.x_test,
             y_test=self.y_test, classes=self.classes, mean=self.mean, std=self.std,

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from lnlbench.errors import LnlError
 from lnlbench.registry import register_dataset
 

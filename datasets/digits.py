@@ -11,7 +11,7 @@ import numpy as np
 from lnlbench.registry import register_dataset
 
 from .arrayfile import Preset, load_array_file
-from .base import DataSpec, DatasetInfo
+from .base import DatasetInfo, DataSpec
 
 DIGITS = Preset(crop_padding=1, flip=False, num_classes=10)
 

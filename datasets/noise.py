@@ -34,9 +34,10 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy import stats
+
 from lnlbench.errors import LnlError
 from lnlbench.registry import register_noise
-from scipy import stats
 
 from .base import NoiseInfo, NoisyLabels
 

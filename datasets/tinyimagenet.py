@@ -30,6 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from lnlbench.errors import LnlError
 from lnlbench.registry import register_dataset
 

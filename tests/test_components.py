@@ -8,9 +8,21 @@ import pytest
 import torch
 from torch import nn
 
-from lnlbench.components import (ModelEMA, ensemble_logits, forget_rate_schedule, gmm_clean_probability,
-                                 linear_rampup, mixmatch, mixup, per_sample_loss, sample_lambda, sharpen,
-                                 sigmoid_rampup, small_loss_mask, soft_cross_entropy)
+from lnlbench.components import (
+    ModelEMA,
+    ensemble_logits,
+    forget_rate_schedule,
+    gmm_clean_probability,
+    linear_rampup,
+    mixmatch,
+    mixup,
+    per_sample_loss,
+    sample_lambda,
+    sharpen,
+    sigmoid_rampup,
+    small_loss_mask,
+    soft_cross_entropy,
+)
 from lnlbench.components.selection import minmax
 
 
@@ -71,7 +83,7 @@ def test_per_sample_loss_matches_unreduced_ce():
     model = nn.Linear(4, 3)
     x = torch.randint(0, 256, (10, 4), dtype=torch.uint8)
     y = torch.randint(0, 3, (10,))
-    norm = lambda b: b.float() / 255  # noqa: E731
+    norm = lambda b: b.float() / 255
     got = per_sample_loss(model, x, y, norm, batch_size=3)
     ref = torch.nn.functional.cross_entropy(model(norm(x)), y, reduction="none")
     assert torch.allclose(got, ref, atol=1e-6)

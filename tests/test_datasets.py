@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from lnlbench.datasets import DatasetInfo, DataSpec
 from lnlbench.datasets.arrayfile import channel_stats, load_array_file, save_array_file
 from lnlbench.datasets.cifar import CIFAR10_CLASSES
 from lnlbench.datasets.clothing1m import CLOTHING1M_CLASSES, balanced_subset
 from lnlbench.errors import LnlError
 from lnlbench.registry import DATASETS
-from PIL import Image
 
 SHARED_DATA = Path("/work/shared/data")
 

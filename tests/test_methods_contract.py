@@ -43,7 +43,7 @@ def test_method_contract(tmp_path, method):
                 assert math.isfinite(val), f"{method}: {key} is not finite at epoch {rec['epoch']}"
     # same seed, same result
     b = run_trial(_cfg(tmp_path, method, "b"))
-    strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in h]
     assert strip(a["history"]) == strip(b["history"]), f"{method} is not deterministic for a seed"
 
     # interrupted after epoch 1, resumed: epoch 2 must equal the uninterrupted run's
