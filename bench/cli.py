@@ -110,6 +110,7 @@ command("trial", "run one trial locally and print a one-line summary")(cmd_trial
 
 
 from .aggregate import cli as _aggregate_cli  # noqa: F401,E402  (registers table, plot, report)
+from .runner import cli as _runner_cli  # noqa: F401,E402  (registers run, resume, status, quickstart)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,5 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m lnlbench.cli`: run the imported module, where commands registered
+    from lnlbench.cli import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,203 @@
+"""The ``run``, ``resume``, ``status`` and ``quickstart`` commands (registered into ``lnlbench.cli``).
+
+Ray is imported only by the commands that start it: ``run --dry-run`` and ``status`` work without it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from lnlbench.errors import LnlError
+
+from .resources import check_fit, concurrency
+from .spec import GridSpec, expand, load_spec, noise_names
+from .status import collect, leaderboard, load_results
+
+if TYPE_CHECKING:
+    from .ray_runner import Outcome
+
+GRIDS = Path(__file__).resolve().parent.parent / "grids"
+
+
+def _hosts() -> list[ModuleType]:
+    """The loaded copies of ``lnlbench.cli``: under ``python -m lnlbench.cli`` it is also ``__main__``."""
+    hosts = [sys.modules.get("lnlbench.cli")]
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None) == "lnlbench.cli":
+        hosts.append(main)
+    return [h for h in hosts if h is not None and hasattr(h, "command")]
+
+
+def register(name: str, help_text: str):
+    def wrap(fn):
+        for host in _hosts():
+            host.command(name, help_text)(fn)
+        return fn
+    return wrap
+
+
+def _grid(path: str, args: argparse.Namespace) -> GridSpec:
+    spec = load_spec(path)
+    if getattr(args, "executor", None):
+        spec = dataclasses.replace(spec, executor=args.executor)
+    if getattr(args, "storage", None):
+        from .spec import resolve_storage
+
+        spec = dataclasses.replace(spec, storage=resolve_storage(args.storage))
+    return spec
+
+
+def _ray_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join: auto, ray://HOST:10001 or HOST:6379 (default: $RAY_ADDRESS, "
+                        "else a private local Ray)")
+    p.add_argument("--quiet", action="store_true", help="print only the final counts")
+    p.add_argument("--verbose", action="store_true", help="show the Ray workers' output")
+
+
+def _finish(outcome: Outcome, quiet: bool) -> int:
+    """The per-trial table (unless quiet), the timings, and exit code 1 if any trial is not done."""
+    if not quiet and "://" not in outcome.run_dir:
+        print(collect(outcome.run_dir).table())
+    counts = ", ".join(f"{n} {state}" for state, n in outcome.counts.items())
+    print(f"{counts}; ray start-up {outcome.ray_start_s:.1f}s, grid {outcome.wall_s:.1f}s; "
+          f"lnlbench status {outcome.run_dir}", flush=True)
+    return 0 if outcome.ok else 1
+
+
+# -- run -----------------------------------------------------------------------------------------------
+def dry_run(spec: GridSpec) -> int:
+    """Print the expanded trials and their count; needs no Ray."""
+    import torch
+
+    cells = expand(spec)
+    for cell in cells:
+        print(f"{cell.trial_id}  {cell.label}")
+    nodes = [{"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}]
+    try:
+        check_fit(spec.resources, nodes)
+        k = spec.max_concurrent or concurrency(spec.resources, nodes, len(cells))
+        here = f"{k} at a time on this machine"
+    except LnlError as exc:  # a cluster grid need not fit the machine that plans it
+        here = f"not on this machine ({exc})"
+    settings = sum(len(noise_names(n)) * len(n.rates) for n in spec.noise)
+    axes = (f"datasets {len(spec.datasets)}, methods {len(spec.methods)}, noise settings {settings}, "
+            f"seeds {len(spec.seeds)}")
+    print(f"{len(cells)} trials ({axes}); executor {spec.executor}; {here}; "
+          f"run folder {spec.storage}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = _grid(args.grid, args)
+    if args.dry_run:
+        return dry_run(spec)
+    from .ray_runner import run_grid
+
+    outcome = run_grid(spec, address=args.address, max_concurrent=args.max_concurrent, quiet=args.quiet,
+                       verbose=args.verbose)
+    return _finish(outcome, args.quiet)
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("grid", help="grid spec YAML (see bench/grids/*.yaml)")
+    _ray_args(p)
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="trials at once (default: the grid's max_concurrent, else what the cluster holds)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the expanded trial list and its size; run nothing")
+    p.add_argument("--executor", choices=["train", "light"], default=None,
+                   help="train: each trial through a Ray Train TorchTrainer; light: a plain Tune function "
+                        "(less overhead, CPU-only tiny grids). Default: the grid's")
+    p.add_argument("--storage", default=None, help="override the grid's run folder (path or URI)")
+
+
+cmd_run.add_arguments = _run_args
+register("run", "run a grid spec on Ray (Tune over the cells, Ray Train per trial); reruns resume")(cmd_run)
+
+
+# -- resume --------------------------------------------------------------------------------------------
+def cmd_resume(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir).resolve()
+    if not (run_dir / "grid.yaml").exists():
+        raise LnlError(f"{run_dir} has no grid.yaml; give the run folder that `lnlbench run` printed")
+    spec = dataclasses.replace(load_spec(run_dir / "grid.yaml"), storage=str(run_dir))
+    from .ray_runner import run_grid
+
+    outcome = run_grid(spec, address=args.address, quiet=args.quiet, retry_failed=not args.skip_failed,
+                         verbose=args.verbose)
+    return _finish(outcome, args.quiet)
+
+
+def _resume_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="the run folder of an interrupted grid (its storage)")
+    _ray_args(p)
+    p.add_argument("--skip-failed", action="store_true", help="do not retry trials that failed")
+
+
+cmd_resume.add_arguments = _resume_args
+register("resume", "finish an interrupted grid: finished trials are kept, the others continue")(cmd_resume)
+
+
+# -- status --------------------------------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace) -> int:
+    status = collect(args.run_dir)
+    print(status.table())
+    return 0
+
+
+def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a run folder (local or mounted); read from its files, no Ray needed")
+
+
+cmd_status.add_arguments = _status_args
+register("status", "done / running / failed / pending per cell of a run folder (no Ray needed)")(cmd_status)
+
+
+# -- quickstart ----------------------------------------------------------------------------------------
+def print_leaderboard(run_dir: str) -> None:
+    """The aggregator's leaderboard if it is installed and works, else the simple table."""
+    try:
+        from lnlbench.aggregate.export import render
+        from lnlbench.aggregate.frame import load_runs
+        from lnlbench.aggregate.leaderboard import build_leaderboard, leaderboard_table
+
+        runs = load_runs([run_dir])
+        board = build_leaderboard(runs.trials, runs.skipped, metric="last")
+        print(render(leaderboard_table(board), board.to_frame(), "md"))
+        return
+    except ImportError:
+        pass
+    except Exception as exc:  # the aggregator is another module's: fall back rather than lose the run
+        print(f"lnlbench: note: the aggregator failed ({type(exc).__name__}: {exc}); simple table:")
+    print(leaderboard(load_results(run_dir)))
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    spec = _grid(str(GRIDS / "quickstart.yaml"), args)
+    from .ray_runner import run_grid
+
+    outcome = run_grid(spec, address=args.address, quiet=args.quiet, verbose=args.verbose)
+    print_leaderboard(outcome.run_dir)
+    print(f"quickstart: {sum(outcome.counts.values())} trials in {time.perf_counter() - t0:.1f}s "
+          f"(ray start-up {outcome.ray_start_s:.1f}s) -> {outcome.run_dir}")
+    return 0 if outcome.ok else 1
+
+
+def _quickstart_args(p: argparse.ArgumentParser) -> None:
+    _ray_args(p)
+    p.add_argument("--executor", choices=["train", "light"], default=None,
+                   help="default light: a plain Tune function per trial (Ray Train adds ~10-14 s per trial)")
+    p.add_argument("--storage", default=None, help="run folder (default results/runs/quickstart)")
+
+
+cmd_quickstart.add_arguments = _quickstart_args
+register("quickstart", "run the digits grid offline (every method, a few noise settings and seeds) and "
+                       "print the leaderboard")(cmd_quickstart)

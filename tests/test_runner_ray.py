@@ -1,0 +1,259 @@
+"""The grid runner on a real (local, session-scoped) Ray: Tune → Ray Train, retries, failures, resume.
+
+Tiny trials (digits, 10 images per class, 2 epochs). Faults are injected through marker files in
+``$LNLBENCH_FAULT_DIR`` (see :mod:`lnlbench.runner.worker`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lnlbench.runner.spec import expand, parse_spec
+from lnlbench.runner.status import collect
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session: never attaches to another cluster, writes only to a temp dir."""
+    from lnlbench.runner.ray_runner import LOCAL_ENV, QUIET_ENV
+
+    tmp = tempfile.mkdtemp(prefix="lnlray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    for key, val in {"RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": tmp, **QUIET_ENV, **LOCAL_ENV}.items():
+        os.environ.setdefault(key, val)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
+             logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def grid(tmp_path: Path, **over) -> dict:
+    raw = {"name": "t", "datasets": ["digits"], "methods": ["ce"],
+           "noise": [{"name": "symmetric", "rates": [0.2, 0.4]}], "seeds": [0, 1], "epochs": 2, "subset": 10,
+           "trial": {"data_root": str(tmp_path / "data")}, "storage": str(tmp_path / "run"),
+           "executor": "train", "max_failures": 1, "resources": {"cpus_per_worker": 1, "gpus_per_worker": 0}}
+    raw.update(over)
+    return raw
+
+
+def events(run: Path, tid: str) -> list[dict]:
+    path = run / "trials" / tid / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def kinds(run: Path, tid: str) -> list[str]:
+    return [e["event"] for e in events(run, tid)]
+
+
+def result(run: Path, tid: str) -> dict:
+    return json.loads((run / "trials" / tid / "result.json").read_text())
+
+
+def test_2x2_grid_through_tune_and_train_retries_a_fault_and_survives_a_failing_trial(
+        ray_session, tmp_path, monkeypatch):
+    """One 2×2 grid: a cell whose worker raises once, a cell that always fails, two plain cells."""
+    from lnlbench.runner.ray_runner import run_grid
+
+    spec = parse_spec(grid(tmp_path))
+    flaky, broken, *plain = (c.trial_id for c in expand(spec))
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    (faults / f"{flaky}.once").touch()
+    (faults / f"{broken}.always").touch()
+    monkeypatch.setenv("LNLBENCH_FAULT_DIR", str(faults))
+
+    outcome = run_grid(spec, quiet=True)
+
+    run = Path(spec.storage)
+    assert not outcome.ok and outcome.counts == {"done": 3, "running": 0, "failed": 1, "pending": 0}
+    for tid in (flaky, broken, *plain):  # one result per cell, each from its own Ray Train run
+        assert (run / "trials" / tid / "result.json").exists()
+        assert (run / "train" / tid / "checkpoint_manager_snapshot.json").exists()
+    for tid in (flaky, *plain):
+        res = result(run, tid)
+        assert res["status"] == "ok" and res["epochs_done"] == 2
+    # The flaky trial was retried by Train's FailureConfig and continued after its checkpointed epoch 0.
+    assert not (faults / f"{flaky}.once").exists()
+    assert kinds(run, flaky) == ["start", "failed", "resume", "end"]
+    assert events(run, flaky)[2]["epoch"] == 1
+    for tid in plain:
+        assert kinds(run, tid) == ["start", "end"]
+    # Ray Train's latest checkpoint is a copy of the engine's last one (same trial, same epoch).
+    found = (run / "train" / flaky).glob("checkpoint_*/lnlbench_checkpoint.json")
+    metas = [json.loads(p.read_text()) for p in found]
+    assert max(metas, key=lambda m: m["epoch"]) == {"trial_id": flaky, "epoch": 1}
+    # The broken one: retried once from its checkpoint, then recorded as failed with its error.
+    failed = result(run, broken)
+    assert failed["status"] == "failed" and failed["error"]["type"] == "InjectedFault"
+    assert kinds(run, broken) == ["start", "failed", "resume", "failed"]
+    assert collect(run).counts()["failed"] == 1
+
+
+def test_light_executor_retries_from_its_checkpoint_and_skips_finished_trials(ray_session, tmp_path,
+                                                                              monkeypatch):
+    from lnlbench.runner.ray_runner import run_grid
+
+    spec = parse_spec(grid(tmp_path, executor="light", seeds=[0]))
+    first, second = (c.trial_id for c in expand(spec))
+    (tmp_path / f"{first}.once").touch()
+    monkeypatch.setenv("LNLBENCH_FAULT_DIR", str(tmp_path))
+    assert run_grid(spec, quiet=True).ok
+    assert kinds(Path(spec.storage), first) == ["start", "failed", "resume", "end"]
+    # The same grid again: everything is finished, nothing trains.
+    assert run_grid(spec, quiet=True).ok
+    assert kinds(Path(spec.storage), second) == ["start", "end"]
+
+
+# -- a driver killed with SIGKILL --------------------------------------------------------------------------
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent pid, start time) of a process, None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _tagged(tag: str) -> dict[int, int]:
+    """Processes whose environment carries ``tag`` (the killed driver's Ray workers): pid → start time."""
+    out = {}
+    for pid in _pids():
+        try:
+            if tag.encode() in Path(f"/proc/{pid}/environ").read_bytes() and (st := _stat(pid)):
+                out[pid] = st[2]
+        except OSError:
+            continue
+    return out
+
+
+def _descendants(root: int) -> dict[int, int]:
+    """Processes below ``root`` (Ray's daemons rename themselves and hide their environment)."""
+    stats = {pid: st for pid in _pids() if (st := _stat(pid))}
+    found: dict[int, int] = {}
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, st in stats.items() if st[1] in frontier and pid not in found}
+        found.update({pid: stats[pid][2] for pid in frontier})
+    return found
+
+
+def _kill_ours(tag: str, known: dict[int, int] | None = None, timeout: float = 30.0) -> None:
+    """SIGKILL, by PID, the processes of the killed driver's Ray (they would die with it a few seconds
+    later, and an orphaned worker could finish the trial in flight meanwhile). A PID counts only while its
+    start time matches, so a reused PID is never touched."""
+    procs = dict(known or {})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs.update(_tagged(tag))
+        procs = {pid: t for pid, t in procs.items() if (st := _stat(pid)) and st[2] == t and st[0] != "Z"}
+        if not procs:
+            return
+        for pid in procs:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+
+
+def _states(run: Path, ids: list[str]) -> dict[str, tuple[str, int]]:
+    out = {}
+    for tid in ids:
+        try:
+            res = result(run, tid)
+            out[tid] = (res["status"], res.get("epochs_done") or 0)
+        except (OSError, ValueError):
+            out[tid] = ("pending", 0)
+    return out
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    raw = grid(tmp_path, noise=[{"name": "symmetric", "rates": [0.4]}], seeds=[0, 1], epochs=40,
+               subset=None, max_concurrent=1)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    ids = [c.trial_id for c in expand(parse_spec(raw))]
+    run = Path(raw["storage"])
+    tag = f"lnlbench-test-{uuid.uuid4().hex}"
+    ray_tmp = tempfile.mkdtemp(prefix="lnlkill", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(LNLBENCH_TEST_TAG=tag, RAY_TMPDIR=ray_tmp, RAY_AUTH_MODE="disabled", LNLBENCH_FAULT_DIR="")
+    cmd = [sys.executable, "-m", "lnlbench.cli"]
+    driver = subprocess.Popen(cmd + ["run", str(path), "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            states = _states(run, ids)
+            if any(s == "ok" for s, _ in states.values()) and \
+                    any(s == "running" and n >= 1 for s, n in states.values()):
+                break
+            assert driver.poll() is None, f"the driver ended before it could be killed: {states}"
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"no mid-run moment to kill the driver at: {_states(run, ids)}")
+        ray_processes = _descendants(driver.pid)
+        os.kill(driver.pid, signal.SIGKILL)
+        _kill_ours(tag, ray_processes)
+        finished_before = [tid for tid, (s, _) in states.items() if s == "ok"]
+        driver.wait(timeout=30)
+        resumed = subprocess.run(cmd + ["resume", str(run), "--quiet"], env=env, capture_output=True,
+                                 text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        _kill_ours(tag)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert all(s == "ok" for s, _ in _states(run, ids).values())
+    assert finished_before and len(finished_before) < len(ids)
+    for tid in finished_before:
+        assert kinds(run, tid) == ["start", "end"]  # not rerun
+    resumed_ids = []
+    for tid in set(ids) - set(finished_before):
+        ev = events(run, tid)
+        starts = [e for e in ev if e["event"] in ("start", "resume")]
+        assert all(e["event"] == "resume" and e["epoch"] >= 1 for e in starts[1:])  # continued, not restarted
+        assert ev[-1]["event"] == "end"
+        resumed_ids += [tid] if len(starts) > 1 else []
+    assert resumed_ids  # the trial in flight at the kill continued from its checkpoint
+
+
+def test_num_workers_above_one_runs_single_worker_and_says_so(capsys):
+    from lnlbench.runner.ray_runner import effective_workers
+    from lnlbench.runner.resources import Resources
+
+    res = effective_workers(Resources(num_workers=4, cpus_per_worker=2))
+    assert res.num_workers == 1 and res.cpus_per_worker == 2
+    assert "no DDP" in capsys.readouterr().out
+
+
+def test_a_missing_trial_checkpoint_is_restored_from_rays(tmp_path):
+    from lnlbench.runner.worker import CKPT_FILE, restore_checkpoint
+
+    src, folder = tmp_path / "ray_ckpt", tmp_path / "trial"
+    src.mkdir()
+    (src / CKPT_FILE).write_bytes(b"ray's copy")
+    restore_checkpoint(ray.train.Checkpoint.from_directory(str(src)), folder)
+    assert (folder / CKPT_FILE).read_bytes() == b"ray's copy"
+    (src / CKPT_FILE).write_bytes(b"older")
+    restore_checkpoint(ray.train.Checkpoint.from_directory(str(src)), folder)  # the trial's own one wins
+    assert (folder / CKPT_FILE).read_bytes() == b"ray's copy"

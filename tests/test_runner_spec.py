@@ -1,0 +1,208 @@
+"""The grid runner without Ray: specs and their one-line errors, dry runs, status, leaderboard, --help."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lnlbench.cli import COMMANDS, main
+from lnlbench.errors import LnlError
+from lnlbench.registry import METHODS, register_method
+from lnlbench.runner.resources import Resources, check_fit, concurrency
+from lnlbench.runner.spec import expand, load_spec, parse_spec
+from lnlbench.runner.status import collect, leaderboard
+
+GRIDS = Path(__file__).resolve().parent.parent / "bench" / "grids"
+RUNNER_COMMANDS = ("run", "resume", "status", "quickstart")
+
+
+def grid(tmp_path: Path, **over) -> dict:
+    raw = {"name": "t", "datasets": ["digits"], "methods": ["ce"],
+           "noise": [{"name": "symmetric", "rates": [0.2, 0.4]}], "seeds": [0, 1], "epochs": 2, "subset": 10,
+           "storage": str(tmp_path / "run")}
+    raw.update(over)
+    return raw
+
+
+def write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("lnlbench: error: ")
+    return err
+
+
+# -- specs -------------------------------------------------------------------------------------------------
+def test_expand_is_the_cross_product_with_stable_ids(tmp_path):
+    spec = parse_spec(grid(tmp_path))
+    cells = expand(spec)
+    assert len(cells) == 4 and len({c.trial_id for c in cells}) == 4
+    assert [c.trial_id for c in expand(parse_spec(grid(tmp_path)))] == [c.trial_id for c in cells]
+    assert all(c.config["out_dir"] == str(tmp_path / "run" / "trials") for c in cells)
+
+
+def test_methods_all_comes_from_the_registry(tmp_path):
+    ce = METHODS.get("ce")
+
+    @register_method("zz_tmp_runner")
+    class Tmp(ce):
+        """A temporary method."""
+
+    try:
+        spec = parse_spec(grid(tmp_path, methods="all"))
+        assert spec.methods == tuple(METHODS.names()) and "zz_tmp_runner" in spec.methods
+    finally:
+        METHODS.unregister("zz_tmp_runner")
+
+
+def test_spec_round_trips_through_its_saved_yaml(tmp_path):
+    noise = [{"name": "symmetric", "rates": [0.2]},
+             {"name": "asymmetric", "variants": ["dividemix"], "rates": [0.4]}]
+    spec = parse_spec(grid(tmp_path, noise=noise))
+    again = parse_spec(yaml.safe_load(yaml.safe_dump(spec.to_dict())))
+    assert again == spec
+
+
+@pytest.mark.parametrize("over, expected", [
+    ({"methods": ["ce", "nosuchmethod"]}, "unknown method 'nosuchmethod'"),
+    ({"datasets": ["mnistx"]}, "unknown dataset 'mnistx'"),
+    ({"noise": [{"name": "symetric", "rates": [0.2]}]}, "unknown noise 'symetric'"),
+    ({"noise": [{"name": "symmetric", "rates": [1.2]}]}, "out of range"),
+    ({"noise": [{"name": "symmetric"}]}, "needs rates"),
+    ({"seeds": []}, "seeds"),
+    ({"resources": {"gpus_per_worker": 1.5}}, "cannot fit"),
+    ({"resources": {"cpus_per_worker": 0}}, "cpus_per_worker"),
+    ({"executor": "fast"}, "executor must be"),
+    ({"colour": "red"}, "unknown grid key"),
+    ({"overrides": {"ce": {"lrr": 0.1}}}, "unknown hyperparameter"),
+])
+def test_bad_specs_give_one_line_errors(tmp_path, capsys, over, expected):
+    err = one_line_error(capsys, ["run", str(write(tmp_path, grid(tmp_path, **over))), "--dry-run"])
+    assert expected in err
+
+
+def test_unknown_names_list_the_known_ones(tmp_path, capsys):
+    def dry(**over) -> str:
+        return one_line_error(capsys, ["run", str(write(tmp_path, grid(tmp_path, **over))), "--dry-run"])
+
+    err = dry(methods=["cee"])
+    assert "known methods:" in err and "ce" in err
+    err = dry(datasets=["digit"])
+    assert "known datasets:" in err and "digits" in err
+    err = dry(noise=[{"name": "symetric", "rates": [0.2]}])
+    assert "known noises:" in err and "symmetric" in err
+
+
+def test_storage_not_writable_is_a_one_line_error(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    err = one_line_error(capsys, ["run", str(write(tmp_path, grid(tmp_path, storage=str(blocker / "run"))))])
+    assert "not writable" in err
+
+
+def test_resources_that_cannot_fit():
+    two_cpus = [{"CPU": 2.0, "GPU": 0.0}]
+    with pytest.raises(LnlError, match="cannot fit"):
+        check_fit(Resources(cpus_per_worker=4), two_cpus)
+    gpu_node = [{"CPU": 4.0, "GPU": 1.0}]
+    with pytest.raises(LnlError, match="cannot fit"):
+        check_fit(Resources(cpus_per_worker=1, gpus_per_worker=2), gpu_node)
+    with pytest.raises(LnlError, match="cannot fit"):
+        check_fit(Resources(num_workers=3, cpus_per_worker=2, gpus_per_worker=0.5), gpu_node)
+    check_fit(Resources(cpus_per_worker=1, gpus_per_worker=0.25), gpu_node)
+    assert concurrency(Resources(cpus_per_worker=1, gpus_per_worker=0.25), gpu_node, 100) == 4
+    assert concurrency(Resources(cpus_per_worker=1, gpus_per_worker=0.25), two_cpus, 100) == 2  # CPU fallback
+    assert concurrency(Resources(cpus_per_worker=1), two_cpus, 1) == 1
+
+
+def test_dry_run_counts(tmp_path, capsys):
+    assert main(["run", str(write(tmp_path, grid(tmp_path))), "--dry-run"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 5 and out[-1].startswith("4 trials")
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("path", sorted(GRIDS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_example_grids_load_and_expand(path):
+    spec = load_spec(path)
+    cells = expand(spec)
+    assert len(cells) >= len(spec.methods) * len(spec.seeds)
+
+
+def test_quickstart_grid_is_digits_with_every_method():
+    spec = load_spec(GRIDS / "quickstart.yaml")
+    assert spec.datasets == ("digits",) and spec.methods == tuple(METHODS.names())
+    assert 2 <= len(spec.seeds) <= 3 and spec.executor == "light"
+
+
+# -- status, leaderboard, help -----------------------------------------------------------------------------
+def fake_run(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    states = {"a_done": "ok", "b_failed": "failed", "c_running": "running", "d_pending": None}
+    (run / "trials").mkdir(parents=True)
+    (run / "cells.json").write_text(json.dumps({tid: {} for tid in states}))
+    for tid, status in states.items():
+        if status is None:
+            continue
+        (run / "trials" / tid).mkdir()
+        err = {"type": "RuntimeError", "message": "boom"} if status == "failed" else None
+        res = {"trial_id": tid, "status": status, "error": err, "epochs_done": 2, "last_acc": 0.5}
+        (run / "trials" / tid / "result.json").write_text(json.dumps(res))
+    return run
+
+
+def test_status_reads_the_run_folder_without_ray(tmp_path):
+    run = fake_run(tmp_path)
+    assert collect(run).counts() == {"done": 1, "running": 1, "failed": 1, "pending": 1}
+    code = ("import sys; from lnlbench.cli import main; rc = main(['status', sys.argv[1]]); "
+            "assert 'ray' not in sys.modules, 'status imported ray'; sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert out.returncode == 0, out.stderr
+    assert "RuntimeError: boom" in out.stdout and "1 done, 1 running, 1 failed, 1 pending" in out.stdout
+
+
+def test_status_of_a_folder_that_is_no_run(tmp_path, capsys):
+    assert "not a run folder" in one_line_error(capsys, ["status", str(tmp_path)])
+
+
+def test_leaderboard_is_mean_and_std_over_seeds():
+    def res(method, rate, seed, acc):
+        return {"dataset": "digits", "method": method, "seed": seed, "last_acc": acc,
+                "noise": {"name": "symmetric", "rate": rate, "options": {}}}
+    table = leaderboard([res("ce", 0.5, 0, 0.6), res("ce", 0.5, 1, 0.8), res("ce", 0.8, 0, 0.3)])
+    assert "70.0 ± 10.0 [2]" in table and "30.0 ± 0.0 [1]" in table and "symmetric@0.5" in table
+
+
+@pytest.mark.parametrize("name", RUNNER_COMMANDS)
+def test_every_runner_command_has_help(name, capsys):
+    assert name in COMMANDS
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0 and "usage: lnlbench" in capsys.readouterr().out
+
+
+def test_uri_storage_helpers_round_trip(tmp_path):
+    from lnlbench.runner.storage import read_text, upload_trial, write_text
+
+    uri = f"file://{tmp_path}/store"
+    assert read_text(f"{uri}/nothing.json") is None
+    write_text(f"{uri}/a/grid.yaml", "x: 1\n")
+    assert read_text(f"{uri}/a/grid.yaml") == "x: 1\n"
+    trial = tmp_path / "staging" / "tid_1"
+    trial.mkdir(parents=True)
+    (trial / "result.json").write_text('{"status": "ok"}')
+    upload_trial(trial, uri)
+    uploaded = tmp_path / "store" / "trials" / "tid_1" / "result.json"
+    assert json.loads(uploaded.read_text()) == {"status": "ok"}
