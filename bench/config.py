@@ -33,6 +33,8 @@ class TrialConfig:
     noise_options: dict[str, Any] = field(default_factory=dict)
     subset: int | None = None  # images per class kept from the training set (seeded by subset_seed)
     subset_seed: int = 0
+    test_subset: int | None = None  # images per class kept from the test set (CPU-scale runs; None: all)
+    augment: bool | None = None  # train-time crop/flip; None: the preset's choice (on, unless it says off)
     val_fraction: float = 0.0  # noisy validation split held out of the noisy train set
     data_file: str | None = None  # an array file to use for the dataset
     data_root: str | None = None
@@ -69,6 +71,8 @@ class ResolvedTrial:
     noise_options: dict[str, Any]
     subset: int | None
     trial_id: str
+    augment: bool = True
+    test_subset: int | None = None
 
     @property
     def trial_dir(self) -> Path:
@@ -99,6 +103,8 @@ def _check_ranges(c: TrialConfig) -> None:
         raise LnlError(f"epochs must be at least 1, got {c.epochs}")
     if c.subset is not None and c.subset < 1:
         raise LnlError(f"subset (images per class) must be at least 1, got {c.subset}")
+    if c.test_subset is not None and c.test_subset < 1:
+        raise LnlError(f"test_subset (test images per class) must be at least 1, got {c.test_subset}")
     if c.amp not in ("auto", "bf16", "fp16", "off"):
         raise LnlError(f"amp must be auto, bf16, fp16 or off, got '{c.amp}'")
     if not isinstance(c.seed, int) or c.seed < 0:
@@ -126,9 +132,10 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
     if preset == "auto":
         preset = "mini" if config.dataset == "digits" else "paper"
     over = preset_overrides(method_cls.PRESETS, preset, config.dataset, noise_name, config.rate)
-    subset = over.pop("subset", None) if config.subset is None else config.subset
-    for key in TRIAL_KEYS:
-        over.pop(key, None)
+    trial_keys = {key: over.pop(key) for key in TRIAL_KEYS if key in over}
+    subset = trial_keys.get("subset") if config.subset is None else config.subset
+    test_subset = trial_keys.get("test_subset") if config.test_subset is None else config.test_subset
+    augment = bool(trial_keys.get("augment", True) if config.augment is None else config.augment)
     over.update(config.hparams)
     if config.epochs is not None:
         over["epochs"] = config.epochs
@@ -139,8 +146,13 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
         "subset": subset, "subset_seed": config.subset_seed, "val_fraction": config.val_fraction,
         "data_file": config.data_file,
     }
+    if not augment:  # only when not the default, so existing trial ids stay as they were
+        identity["augment"] = False
+    if test_subset is not None:
+        identity["test_subset"] = test_subset
     rate = "na" if config.rate is None else f"{config.rate:g}"
     variant = "-".join(f"{v}" for v in noise_opts.values())
     tag = f"{noise_name}{'-' + variant if variant else ''}"
     trial_id = f"{config.method}_{config.dataset}_{tag}_{rate}_s{config.seed}_{_digest(identity)[:8]}"
-    return ResolvedTrial(config, method_cls, hp, preset, noise_name, noise_opts, subset, trial_id)
+    return ResolvedTrial(config, method_cls, hp, preset, noise_name, noise_opts, subset, trial_id, augment,
+                         test_subset)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .distributed import Dist, shard
 from .hparams import TrainHparams
 
 
@@ -50,14 +51,21 @@ class MethodContext:
 
     def __init__(self, *, train: TrainSet, num_classes: int, image_shape: tuple[int, int, int],
                  device: torch.device, seed: int, augmenter, amp_dtype: torch.dtype | None = None,
-                 channels_last: bool = False, compile_models: bool = False, noise_rate_hint: float | None = None):
+                 channels_last: bool = False, compile_models: bool = False, noise_rate_hint: float | None = None,
+                 dist: Dist | None = None):
         self.train = train
+        # Data-parallel ranks (see lnlbench.distributed); a single process is rank 0 of 1.
+        self.dist = dist if dist is not None else Dist()
         self.num_classes = int(num_classes)
         self.image_shape = tuple(image_shape)
         self.device = device
         self.seed = int(seed)
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x3E7]))
+        # Augmentation draws from the shared generator in one process (as always) and from a per-rank one
+        # with several ranks, so ranks crop differently while their shared decisions stay identical.
+        self.aug_generator = self.generator if not self.dist.active else torch.Generator(
+            device=device).manual_seed(int(np.random.SeedSequence([seed, 0xA06, self.dist.rank]).generate_state(1)[0]))
         self._augmenter = augmenter
         self.amp_dtype = amp_dtype
         self.channels_last = channels_last
@@ -70,7 +78,7 @@ class MethodContext:
     # -- data --------------------------------------------------------------------------------------
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """The training transform (random crop with padding, flip, normalise) of a uint8 batch."""
-        return self._augmenter(x, self.generator)
+        return self._augmenter(x, self.aug_generator)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """The test transform (normalise only) of a uint8 batch."""
@@ -78,13 +86,26 @@ class MethodContext:
 
     def batches(self, batch_size: int, shuffle: bool = True, drop_last: bool = False,
                 n: int | None = None) -> Iterator[torch.Tensor]:
-        """Index tensors (on the device) over the train set, or over ``range(n)``, in random order."""
+        """Index tensors (on the device) over the train set, or over ``range(n)``, in random order.
+
+        ``batch_size`` is the global batch: with several data-parallel ranks each rank gets its equal slice
+        of every global batch (the same permutation on every rank), and a final partial batch is cut to a
+        multiple of the world size so every rank takes the same number of steps.
+        """
         n = len(self.train) if n is None else n
+        world = self.dist.world
+        if batch_size < world:
+            raise ValueError(f"batch size {batch_size} is smaller than the {world} data-parallel ranks")
         order = (torch.randperm(n, device=self.device, generator=self.generator) if shuffle
                  else torch.arange(n, device=self.device))
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
-            yield order[start:start + batch_size]
+            batch = order[start:start + batch_size]
+            if world > 1:
+                if batch.shape[0] < world:
+                    return
+                batch = shard(batch, self.dist)
+            yield batch
 
     # -- models and steps --------------------------------------------------------------------------
     def make_model(self, name: str, **kwargs: Any) -> nn.Module:
@@ -96,6 +117,7 @@ class MethodContext:
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        self.dist.broadcast_module_(model)
         if self.compile_models:
             model.compile()
         return model
@@ -111,11 +133,25 @@ class MethodContext:
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
+            self.dist.sync_grads(optimizer)
             optimizer.step()
         else:
             self.scaler.scale(loss).backward()
+            self.dist.sync_grads(optimizer)  # scaled gradients: an inf on any rank reaches every rank
             self.scaler.step(optimizer)
             self.scaler.update()
+
+    def sync_grads(self, optimizer: torch.optim.Optimizer) -> None:
+        """Average gradients over data-parallel ranks (for methods that step without :meth:`step`)."""
+        self.dist.sync_grads(optimizer)
+
+    def sync_rows(self, table: torch.Tensor, idx: torch.Tensor) -> None:
+        """Share per-sample rows each rank updated for its own batch ``idx`` (no-op in one process)."""
+        self.dist.sync_rows(table, idx)
+
+    def broadcast_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank takes rank 0's copy of ``tensor`` (in place); for whole-train-set decisions."""
+        return self.dist.broadcast_(tensor)
 
 
 class Method:

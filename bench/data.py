@@ -49,6 +49,9 @@ def load_dataset(name: str, data_root: str | None = None, data_file: str | None 
     return DATASETS.get(name)(spec)
 
 
+TEST_SUBSET_SEED = 0x7E57
+
+
 def stratified_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     """``per_class`` random indices of each class (all of a class if it has fewer), sorted."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5B5E7]))
@@ -80,6 +83,8 @@ def prepare(trial: ResolvedTrial) -> TrialData:
     info = load_dataset(cfg.dataset, cfg.data_root, cfg.data_file, cfg.download)
     if trial.subset is not None:
         info = info.select_train(stratified_subset(info.y_train, trial.subset, cfg.subset_seed))
+    if trial.test_subset is not None:  # a fixed stratified part of the test set, the same for every trial
+        info = info.select_test(stratified_subset(info.y_test, trial.test_subset, TEST_SUBSET_SEED))
     root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
     noisy, record = noisy_labels_for(info, trial.noise_name, trial.noise_options, cfg.rate, cfg.seed, root)
     labels = np.asarray(noisy.labels, dtype=np.int64)

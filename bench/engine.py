@@ -5,6 +5,9 @@ generated once and cached), hands the method a :class:`MethodContext` that holds
 runs the epochs, evaluates test accuracy after each with the method's ``predict``, scores the method's
 sample selection against the true noise mask (which only the engine holds), checkpoints so a trial can
 resume, and writes one versioned ``result.json`` (see :mod:`lnlbench.results`).
+
+Inside a ``torch.distributed`` process group of several ranks (Ray Train with ``num_workers > 1``) the
+trial trains data-parallel (see :mod:`lnlbench.distributed`); rank 0 evaluates and writes the trial folder.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from lnlbench.datasets.augment import Augmenter
 from .config import ResolvedTrial, TrialConfig, resolve
 from .contract import MethodContext, TrainSet
 from .data import TrialData, prepare
+from .distributed import Dist, modules_of
 from .errors import LnlError
 from .metrics import score_selection
 from .results import SCHEMA, git_commit, host, summarize, versions, write_json
@@ -66,6 +70,7 @@ class _Trial:
         self.data: TrialData | None = None
         self.device = pick_device(self.cfg.device)
         self.attempts = 1
+        self.dist = Dist()
 
     # -- setup -------------------------------------------------------------------------------------
     def build(self) -> None:
@@ -73,18 +78,24 @@ class _Trial:
         self.data = data = prepare(self.trial)
         info = data.info
         cl = dev.type == "cuda" if cfg.channels_last is None else cfg.channels_last
-        self.augmenter = Augmenter.build(info.mean, info.std, info.crop_padding, info.flip, dev, cl)
+        aug = self.trial.augment  # off: the training transform is normalisation only
+        self.augmenter = Augmenter.build(info.mean, info.std, info.crop_padding if aug else 0,
+                                         info.flip and aug, dev, cl)
         to_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)
         x_all = torch.from_numpy(info.x_train).permute(0, 3, 1, 2).contiguous()
         train = TrainSet(x=x_all[data.train_idx].to(dev), y=to_dev(data.noisy))
         self.x_val, self.y_val = x_all[data.val_idx].to(dev), to_dev(data.val_noisy)
         self.x_test = torch.from_numpy(info.x_test).permute(0, 3, 1, 2).contiguous().to(dev)
         self.y_test = to_dev(info.y_test)
+        self.x_cval = self.y_cval = None  # the dataset's own clean validation set (Clothing1M), if any
+        if info.x_val is not None:
+            self.x_cval = torch.from_numpy(info.x_val).permute(0, 3, 1, 2).contiguous().to(dev)
+            self.y_cval = to_dev(info.y_val)
         torch.manual_seed(cfg.seed)  # model initialisation draws from the global generator
         self.ctx = MethodContext(train=train, num_classes=info.num_classes, image_shape=info.image_shape,
                                  device=dev, seed=cfg.seed, augmenter=self.augmenter,
                                  amp_dtype=amp_dtype(cfg.amp, dev), channels_last=cl,
-                                 compile_models=cfg.compile, noise_rate_hint=cfg.rate)
+                                 compile_models=cfg.compile, noise_rate_hint=cfg.rate, dist=self.dist)
         self.method = self.trial.method_cls(self.trial.hparams, self.ctx)
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -92,31 +103,53 @@ class _Trial:
     def ckpt_path(self) -> Path:
         return self.dir / "checkpoint.pt"
 
-    def save_checkpoint(self, epoch: int) -> None:
+    def _rank_rng(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state(), "ctx_gen": self.ctx.generator.get_state(),
                "ctx_rng": json.dumps(self.ctx.rng.bit_generator.state)}
+        if self.ctx.aug_generator is not self.ctx.generator:
+            rng["aug_gen"] = self.ctx.aug_generator.get_state()
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        return rng
+
+    def save_checkpoint(self, epoch: int) -> None:
+        ranks = self.dist.gather_objects(self._rank_rng())  # every rank's random state (collective)
+        if not self.dist.is_main:
+            return
         state = {"trial_id": self.trial.trial_id, "epoch": epoch, "method": self.method.state_dict(),
-                 "history": json.dumps(self.history), "elapsed": self.elapsed, "rng": rng}
+                 "history": json.dumps(self.history), "elapsed": self.elapsed, "rng": ranks[0]}
+        if self.dist.active:
+            state["rank_rng"] = ranks
         tmp = self.ckpt_path.with_suffix(f".{os.getpid()}.tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.ckpt_path)
 
     def load_checkpoint(self) -> int:
         """Restore from the trial's checkpoint; returns the next epoch to run (0 without one)."""
-        if not (self.cfg.resume and self.ckpt_path.exists()):
+        if not self.cfg.resume:
             return 0
-        state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
+        if self.dist.active:  # rank 0 reads its trial folder and sends the checkpoint to every rank
+            state = self.dist.broadcast_file(self.ckpt_path)
+        elif self.ckpt_path.exists():
+            state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
+        else:
+            state = None
+        if state is None:
+            return 0
         if state.get("trial_id") != self.trial.trial_id:
             raise LnlError(f"checkpoint {self.ckpt_path} belongs to another trial; delete it or its folder")
         self.method.load_state_dict(state["method"])
         self.history = json.loads(state["history"])
         self.elapsed = float(state["elapsed"])
         rng = state["rng"]
+        ranks = state.get("rank_rng")
+        if ranks is not None and len(ranks) == self.dist.world:
+            rng = ranks[self.dist.rank]  # the same world size: each rank continues its own streams
         torch.set_rng_state(rng["torch"].cpu())
         self.ctx.generator.set_state(rng["ctx_gen"].cpu())
         self.ctx.rng.bit_generator.state = json.loads(rng["ctx_rng"])
+        if "aug_gen" in rng and self.ctx.aug_generator is not self.ctx.generator:
+            self.ctx.aug_generator.set_state(rng["aug_gen"].cpu())
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
         return int(state["epoch"]) + 1
@@ -137,9 +170,15 @@ class _Trial:
     def epoch_record(self, epoch: int, logs: dict[str, Any], train_time: float) -> dict[str, Any]:
         t0 = time.perf_counter()
         rec: dict[str, Any] = {"epoch": epoch, "lr": self.method.current_lr(), "train_time_s": train_time}
+        if not self.dist.is_main:  # rank 0 evaluates; the other ranks go on to the next epoch
+            return rec
+        if self.dist.active:
+            rec["world_size"] = self.dist.world
         rec["test_acc"] = self.accuracy(self.x_test, self.y_test)
         if len(self.y_val):
             rec["val_acc"] = self.accuracy(self.x_val, self.y_val)
+        if self.y_cval is not None:
+            rec["clean_val_acc"] = self.accuracy(self.x_cval, self.y_cval)
         prob = self.method.clean_probability()
         if prob is not None and self.data.score_noise:
             rec["selection"] = score_selection(prob, self.data.is_noisy, self.method.selection_threshold)
@@ -157,6 +196,7 @@ class _Trial:
         for epoch in range(start, self.trial.hparams.epochs):
             t0 = time.perf_counter()
             logs = self.method.train_epoch(epoch)
+            self.dist.sync_buffers(modules_of(self.method))  # ranks' batch-norm statistics, averaged
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             train_time = time.perf_counter() - t0
@@ -171,11 +211,15 @@ class _Trial:
                 self.on_epoch_end(epoch, rec, self.ckpt_path)
         result = self.write("ok")
         self.event("end", epoch=len(self.history))
-        if not self.cfg.keep_checkpoint and self.ckpt_path.exists():
+        if self.dist.is_main and not self.cfg.keep_checkpoint and self.ckpt_path.exists():
             self.ckpt_path.unlink()
         return result
 
     def event(self, kind: str, **extra: Any) -> None:
+        if not self.dist.is_main:
+            return
+        if self.dist.active:
+            extra = {**extra, "world_size": self.dist.world}
         self.dir.mkdir(parents=True, exist_ok=True)
         line = {"event": kind, "time": _now(), "pid": os.getpid(), "host": host(), **extra}
         with open(self.dir / "events.jsonl", "a") as f:
@@ -183,6 +227,9 @@ class _Trial:
 
     def write(self, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
         t, d = self.trial, self.data
+        if not self.dist.is_main:  # rank 0 writes the trial's record
+            return {"schema": SCHEMA, "trial_id": t.trial_id, "status": status, "error": error,
+                    "rank": self.dist.rank, "world_size": self.dist.world}
         dev_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         result: dict[str, Any] = {
             "schema": SCHEMA, "trial_id": t.trial_id, "status": status, "error": error,
@@ -196,6 +243,8 @@ class _Trial:
                 "n_train": int(len(d.train_idx)), "n_val": int(len(d.val_idx)),
                 "n_test": int(len(d.info.y_test)), "num_classes": d.info.num_classes,
                 "image_shape": list(d.info.image_shape), "subset": t.subset, "source": d.info.source,
+                "test_subset": t.test_subset, "augment": t.augment,
+                "n_clean_val": 0 if d.info.y_val is None else int(len(d.info.y_val)),
                 "transition": np.round(d.transition, 6).tolist()},
             "history": self.history, **summarize(self.history),
             "wall_time_s": self.elapsed, "device": str(self.device), "device_name": dev_name,

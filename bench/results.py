@@ -5,12 +5,13 @@ The aggregator reads these files and nothing else. Schema ``lnlbench.result/1``:
     schema, trial_id, status ("running" | "ok" | "failed"), error ({type, message, traceback} | null),
     config (the TrialConfig), method, dataset, noise {name, options, rate, file, sha256, realized_rate,
     generated}, seed, preset, hparams, method_flags {uses_clean_data, reconstructed},
-    data {n_train, n_val, n_test, num_classes, image_shape, subset},
-    history [{epoch, lr, train_time_s, eval_time_s, test_acc, val_acc?, selection? {precision, recall,
+    data {n_train, n_val, n_test, num_classes, image_shape, subset, test_subset, augment, n_clean_val},
+    history [{epoch, lr, train_time_s, eval_time_s, test_acc, val_acc?, clean_val_acc?, selection? {precision, recall,
              auc, selected_fraction}, <method's own scalars>}],
     best_acc, best_epoch, last_acc (mean test accuracy of the last 10 epochs, or of all if fewer),
-    final_acc, selected_acc (test accuracy at the epoch of best noisy-validation accuracy, null without
-    a validation split), epochs_done, wall_time_s, device, device_name, device_hours, versions, git_commit,
+    final_acc, selected_acc (test accuracy at the epoch of best validation accuracy: the dataset's clean
+    validation set, ``clean_val_acc``, where it has one (Clothing1M), else the noisy split's ``val_acc``;
+    null without either), epochs_done, wall_time_s, device, device_name, device_hours, versions, git_commit,
     host, started_at, finished_at, attempts
 """
 from __future__ import annotations
@@ -42,9 +43,13 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
     out = {"best_acc": float(acc[best]), "best_epoch": int(history[best]["epoch"]),
            "last_acc": float(acc[-LAST_K:].mean()), "final_acc": float(acc[-1]),
            "selected_acc": None, "epochs_done": len(history)}
-    val = [h.get("val_acc") for h in history]
+    # Model selection: the dataset's clean validation set where it has one (Clothing1M), else the noisy
+    # validation split held out of the training set; the first epoch of the best accuracy.
+    val = [h.get("clean_val_acc") for h in history]
+    if any(v is None for v in val):
+        val = [h.get("val_acc") for h in history]
     if all(v is not None for v in val):
-        sel = int(np.argmax(np.array(val, dtype=float)))  # first epoch of the best noisy-val accuracy
+        sel = int(np.argmax(np.array(val, dtype=float)))
         out["selected_acc"] = float(acc[sel])
         out["selected_epoch"] = int(history[sel]["epoch"])
     return out

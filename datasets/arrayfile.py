@@ -18,6 +18,8 @@ optional
     ``x_train`` when absent (the population mean and standard deviation of every pixel, divided by 255)
     ``train_index``  (N,) integer: each training sample's index in the original training set
     (default ``0 .. N-1``; a subset of a larger set keeps the original positions here)
+    ``x_val``, ``y_val``  (V, H, W, C) uint8 and (V,) integer: a *clean* validation set that comes with the
+    dataset (Clothing1M's), used by the harness for model selection only; they need each other
 
 Any other key is an error (a misspelt ``y_train_noisy`` must not be dropped silently). Every problem is
 reported as a one-line :class:`LnlError` that names the key and the fix.
@@ -46,7 +48,8 @@ from lnlbench.errors import LnlError
 from .base import DatasetInfo, DataSpec
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test", "classes")
-OPTIONAL = ("y_train_coarse", "y_test_coarse", "coarse_classes", "y_train_noisy", "mean", "std", "train_index")
+OPTIONAL = ("y_train_coarse", "y_test_coarse", "coarse_classes", "y_train_noisy", "mean", "std", "train_index",
+            "x_val", "y_val")
 
 
 @dataclass(frozen=True)
@@ -118,13 +121,23 @@ def load_array_file(path: Path | str, name: str, preset: Preset | None = None) -
     coarse = _coarse(arrays, len(x_train), len(x_test), where)
     noisy = _labels(arrays, "y_train_noisy", len(x_train), len(classes), where, required=False)
     index = _labels(arrays, "train_index", len(x_train), None, where, required=False)
+    x_val = y_val = None
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        raise LnlError(f"{where}: has only one of x_val and y_val; store both (a clean validation set) or neither")
+    if "x_val" in arrays:
+        x_val = _images(arrays, "x_val", where)
+        if x_val.shape[1:] != x_train.shape[1:]:
+            raise LnlError(f"{where}: x_val images are {x_val.shape[1:]} but x_train images are "
+                           f"{x_train.shape[1:]}; store every split at the same size")
+        y_val = _labels(arrays, "y_val", len(x_val), len(classes), where)
     if preset is not None and preset.mean is not None and "mean" not in arrays:
         mean, std = preset.mean, preset.std
     else:
         mean, std = _stats(arrays, x_train, where)
     return DatasetInfo(name=name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                        classes=classes, mean=mean, std=std, y_train_coarse=coarse[0], y_test_coarse=coarse[1],
-                       coarse_classes=coarse[2], y_train_given_noisy=noisy, train_index=index, source=str(path))
+                       coarse_classes=coarse[2], y_train_given_noisy=noisy, train_index=index, source=str(path),
+                       x_val=x_val, y_val=y_val)
 
 
 def save_array_file(path: Path | str, info: DatasetInfo) -> Path:
@@ -134,7 +147,7 @@ def save_array_file(path: Path | str, info: DatasetInfo) -> Path:
               "classes": np.array(info.classes, dtype=str), "mean": np.array(info.mean, dtype=np.float64),
               "std": np.array(info.std, dtype=np.float64), "train_index": info.train_index}
     optional = {"y_train_coarse": info.y_train_coarse, "y_test_coarse": info.y_test_coarse,
-                "y_train_noisy": info.y_train_given_noisy,
+                "y_train_noisy": info.y_train_given_noisy, "x_val": info.x_val, "y_val": info.y_val,
                 "coarse_classes": None if info.coarse_classes is None else np.array(info.coarse_classes, dtype=str)}
     arrays.update({k: v for k, v in optional.items() if v is not None})
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ A loader turns a :class:`DataSpec` into one :class:`DatasetInfo`. Images are kep
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,12 +50,20 @@ class DatasetInfo:
     y_train_given_noisy: np.ndarray | None = None  # real noise that comes with the data (Clothing1M)
     train_index: np.ndarray | None = None  # index of each train sample in the original training set
     source: str = ""  # where the arrays came from (a path or "sklearn")
+    # A clean validation set that comes with the dataset (Clothing1M's 14,313 images), for model selection
+    # by the harness (``clean_val_acc`` per epoch, ``selected_acc``); methods never see it.
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.y_train = np.asarray(self.y_train, dtype=np.int64)
         self.y_test = np.asarray(self.y_test, dtype=np.int64)
         if self.train_index is None:
             self.train_index = np.arange(len(self.y_train), dtype=np.int64)
+        if (self.x_val is None) != (self.y_val is None):
+            raise ValueError("x_val and y_val come together")
+        if self.y_val is not None:
+            self.y_val = np.asarray(self.y_val, dtype=np.int64)
 
     @property
     def num_classes(self) -> int:
@@ -70,13 +79,15 @@ class DatasetInfo:
         """A copy restricted to the given training indices (a subset); the test set is kept whole."""
         idx = np.asarray(idx, dtype=np.int64)
         pick = lambda a: None if a is None else a[idx]
-        return DatasetInfo(
-            name=self.name, x_train=self.x_train[idx], y_train=self.y_train[idx], x_test=self.x_test,
-            y_test=self.y_test, classes=self.classes, mean=self.mean, std=self.std,
-            crop_padding=self.crop_padding, flip=self.flip, y_train_coarse=pick(self.y_train_coarse),
-            y_test_coarse=self.y_test_coarse, coarse_classes=self.coarse_classes,
-            y_train_given_noisy=pick(self.y_train_given_noisy), train_index=self.train_index[idx],
-            source=self.source)
+        return dataclasses.replace(
+            self, x_train=self.x_train[idx], y_train=self.y_train[idx], y_train_coarse=pick(self.y_train_coarse),
+            y_train_given_noisy=pick(self.y_train_given_noisy), train_index=self.train_index[idx])
+
+    def select_test(self, idx: np.ndarray) -> DatasetInfo:
+        """A copy restricted to the given test indices (a fixed test subset for CPU-scale runs)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return dataclasses.replace(self, x_test=self.x_test[idx], y_test=self.y_test[idx],
+                                   y_test_coarse=None if self.y_test_coarse is None else self.y_test_coarse[idx])
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ Files, under ``<root>/clothing1m``, as the official release and DivideMix's ``da
 lines), ``noisy_train_key_list.txt`` and ``clean_test_key_list.txt`` (one key per line). An image's file is
 ``<root>/clothing1m/`` + ``key[7:]`` (the key without its leading ``images/``), as in DivideMix; a tree that
 kept the ``images/`` folder (``<root>/clothing1m/images/...``) is found too. ``clean_val_key_list.txt``
-(14,313 images, used for model selection) is not read: :class:`DatasetInfo` has no validation split.
+(14,313 images) is read when present, as the dataset's clean validation set: the harness reports
+``clean_val_acc`` per epoch and ``selected_acc`` = test accuracy at the best validation epoch, the official
+protocol (DivideMix tests the networks saved at their best validation accuracy).
 
 **Not the full set in memory.** 1M images at 224×224×3 would be 150 GB, so the loader decodes a fixed
 subset at a fixed size, both set by environment variables and written to ``<root>/clothing1m_<S>px_<N>.npz``:
@@ -50,6 +52,7 @@ CLOTHING1M_CLASSES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoo
                       "Downcoat", "Suit", "Shawl", "Dress", "Vest", "Underwear")
 CLOTHING1M = Preset(mean=(0.6959, 0.6537, 0.6371), std=(0.3113, 0.3192, 0.3214), crop_padding=lambda h: h // 14,
                     flip=True, classes=CLOTHING1M_CLASSES)
+VAL_FILE = "clean_val_key_list.txt"  # optional: the clean validation set
 FILES = ("noisy_label_kv.txt", "noisy_train_key_list.txt", "clean_label_kv.txt", "clean_test_key_list.txt")
 SIZE_ENV, TRAIN_ENV = "LNLBENCH_CLOTHING1M_SIZE", "LNLBENCH_CLOTHING1M_TRAIN"
 
@@ -93,14 +96,19 @@ def _build(spec: DataSpec, settings: Clothing1MSettings) -> DatasetInfo:
         raise LnlError(f"clothing1m: an image list in {folder} is empty; copy the official key lists again")
     y_noisy = _lookup(train_keys, noisy, "noisy_train_key_list.txt", "noisy_label_kv.txt")
     y_test = _lookup(test_keys, clean, "clean_test_key_list.txt", "clean_label_kv.txt")
+    val_list = folder / VAL_FILE
+    val_keys = _lines(val_list) if val_list.is_file() else []
+    y_val = _lookup(val_keys, clean, VAL_FILE, "clean_label_kv.txt") if val_keys else None
     keep = balanced_subset(y_noisy, settings.max_train, len(CLOTHING1M_CLASSES))
-    _check_memory(len(keep) + len(test_keys), settings.size)
+    _check_memory(len(keep) + len(test_keys) + len(val_keys), settings.size)
     path_of = _image_paths(folder, train_keys[0])
     x_train = _decode([path_of(train_keys[i]) for i in keep], settings.size)
     x_test = _decode([path_of(k) for k in test_keys], settings.size)
+    x_val = _decode([path_of(k) for k in val_keys], settings.size) if val_keys else None
     return DatasetInfo(name=spec.name, x_train=x_train, y_train=y_noisy[keep], x_test=x_test, y_test=y_test,
                        classes=list(CLOTHING1M_CLASSES), mean=CLOTHING1M.mean, std=CLOTHING1M.std,
-                       y_train_given_noisy=y_noisy[keep], train_index=keep, source=str(folder))
+                       y_train_given_noisy=y_noisy[keep], train_index=keep, source=str(folder),
+                       x_val=x_val, y_val=y_val)
 
 
 def balanced_subset(labels: np.ndarray, cap: int | None, num_classes: int, seed: int = 0) -> np.ndarray:

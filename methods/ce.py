@@ -11,8 +11,9 @@ Recipes (``PRESETS``):
 - ``paper`` Clothing1M: ImageNet-pretrained ResNet-50, SGD lr 0.0008, momentum 0.9, weight decay 1e-3,
   batch 32, 3 epochs, lr ÷10 after epoch 2 (MLNT's ``baseline.py``, which is also MLNT's mentor network).
 - ``mini`` (CPU scale): digits with a 2-hidden-layer MLP, long enough at a constant lr that CE memorises
-  the noise (see ../shared/reference/cpu-calibration.md); CIFAR-10 with the 3-stage small ResNet on 1,000
-  images per class, 30 epochs, cosine.
+  the noise (see ../shared/reference/cpu-calibration.md); CIFAR-10: ``lnlbench.hparams.MINI_CIFAR`` (the
+  3-stage small ResNet on 300 images per class without augmentation, constant lr 0.05, 25 epochs, a fixed
+  2,000-image test subset), where CE memorises the noise.
 
 Deviations: none in the loss or the loop. The CIFAR recipe's epoch count is DivideMix's (300); other
 papers train CE for 120–200 epochs with their own schedules — pass ``--epochs``/hyperparameters to match.
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from lnlbench.contract import Method, MethodContext
-from lnlbench.hparams import TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 _CIFAR = dict(model="preact_resnet18", epochs=300, batch_size=128, lr=0.02, weight_decay=5e-4,
@@ -42,8 +43,7 @@ PRESETS = {
     "mini": {
         "digits": dict(model="mlp", epochs=100, batch_size=64, lr=0.05, weight_decay=5e-4,
                        schedule="constant"),
-        "cifar10": dict(model="cnn_small", epochs=30, batch_size=128, lr=0.05, nesterov=True,
-                        weight_decay=5e-4, schedule="cosine", subset=1000),
+        "cifar10": MINI_CIFAR,
     },
 }
 

@@ -21,7 +21,7 @@ Recipes (``PRESETS``), all ResNet-34, SGD momentum 0.9, weight decay 1e-3, batch
   README numbers (ResNet-34, cosine variant): CIFAR-10 S40 91.43, S60 88.87, S80 80.69, A40 90.35;
   CIFAR-100 S40 68.43, S60 60.05.
 - ``mini`` (CPU scale): CE's ``mini`` optimiser and schedule (digits: MLP, SGD lr 0.05 constant, 100
-  epochs; CIFAR-10: ``cnn_small``, 1,000 images per class, 30 epochs cosine) with the CIFAR-10 symmetric
+  epochs; CIFAR-10: ``MINI_CIFAR``, 300 images per class, no augmentation, 25 epochs) with the CIFAR-10 symmetric
   β 0.7 and λ 3, so the comparison with CE differs only in the regulariser.
 
 Deviations:
@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from lnlbench.contract import Method, MethodContext
-from lnlbench.hparams import TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 
@@ -99,9 +99,7 @@ PRESETS = {
     "mini": {
         "digits": {"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4,
                    "schedule": "constant", "beta": 0.7, "lam": 3.0},
-        "cifar10": {"model": "cnn_small", "epochs": 30, "batch_size": 128, "lr": 0.05, "nesterov": True,
-                    "weight_decay": 5e-4, "schedule": "cosine", "eta_min": 0.0, "beta": 0.7, "lam": 3.0,
-                    "subset": 1000},
+        "cifar10": {**MINI_CIFAR, "beta": 0.7, "lam": 3.0},
     },
 }
 
@@ -132,6 +130,7 @@ class ELR(Method):
                 logits = self.model(x)
             loss, reg = elr_loss(logits, ctx.train.y[idx], self.targets, idx, hp.beta, hp.lam, hp.clamp)
             ctx.step(loss, self.optimizer)
+            ctx.sync_rows(self.targets, idx)  # data-parallel ranks share their target rows (no-op in one)
             total += torch.stack([loss.detach(), reg])
             steps += 1
         total = total / max(1, steps)

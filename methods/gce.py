@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from lnlbench.components import per_sample_loss
 from lnlbench.contract import Method, MethodContext
-from lnlbench.hparams import TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 
@@ -76,9 +76,7 @@ PRESETS = {
     "mini": {
         "digits": {"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4,
                    "schedule": "constant", "start_prune": 40, "prune_every": 10},
-        "cifar10": {"model": "cnn_small", "epochs": 30, "batch_size": 128, "lr": 0.05, "nesterov": True,
-                    "weight_decay": 5e-4, "schedule": "cosine", "subset": 1000, "start_prune": 10,
-                    "prune_every": 5},
+        "cifar10": {**MINI_CIFAR, "start_prune": 8, "prune_every": 4},
     },
 }
 
@@ -136,6 +134,7 @@ class GCE(Method):
         ce = per_sample_loss(self.model, ctx.train.x, ctx.train.y, ctx.augment, hp.prune_batch_size,
                              ctx.autocast)
         self.weight.copy_(truncation_weights(-ce, hp.q, hp.k))
+        ctx.broadcast_(self.weight)  # data-parallel ranks prune alike (rank 0's augmented pass)
         self.prunes += 1
 
     def train_epoch(self, epoch: int) -> dict[str, torch.Tensor]:

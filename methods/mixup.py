@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from lnlbench.components import mixup, soft_cross_entropy
 from lnlbench.contract import Method, MethodContext
-from lnlbench.hparams import TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 
@@ -65,8 +65,7 @@ PRESETS = {
     "mini": {
         "digits": {"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4,
                    "schedule": "constant", "alpha": 1.0},
-        "cifar10": {"model": "cnn_small", "epochs": 30, "batch_size": 128, "lr": 0.05, "nesterov": True,
-                    "weight_decay": 5e-4, "schedule": "cosine", "subset": 1000, "alpha": 1.0},
+        "cifar10": {**MINI_CIFAR, "alpha": 1.0},
     },
 }
 

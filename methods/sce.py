@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from lnlbench.components import clipped_step
 from lnlbench.contract import Method, MethodContext
-from lnlbench.hparams import TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 
@@ -77,8 +77,7 @@ PRESETS = {
     "mini": {
         "digits": {"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.05, "nesterov": False,
                    "weight_decay": 5e-4, "schedule": "constant"},
-        "cifar10": {"model": "cnn_small", "epochs": 30, "batch_size": 128, "lr": 0.05, "nesterov": True,
-                    "weight_decay": 5e-4, "schedule": "cosine", "subset": 1000},
+        "cifar10": MINI_CIFAR,
     },
 }
 
@@ -119,7 +118,8 @@ class SCE(Method):
                 logits = self.model(x)
             loss, ce, rce = sce_loss(logits, ctx.train.y[idx], hp.alpha, hp.beta, hp.label_clamp,
                                      hp.pred_clamp)
-            norm = clipped_step(loss, self.optimizer, self.model.parameters(), hp.grad_bound, ctx.scaler)
+            norm = clipped_step(loss, self.optimizer, self.model.parameters(), hp.grad_bound, ctx.scaler,
+                                ctx.sync_grads)
             sums += torch.stack([loss.detach(), ce, rce, norm.float()])
             steps += 1
         mean = sums / max(1, steps)

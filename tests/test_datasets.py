@@ -93,20 +93,25 @@ def write_tiny(root: Path) -> None:
     (folder / "val" / "val_annotations.txt").write_text("".join(f"{n}\t{w}\t0\t0\t63\t63\n" for n, w in val))
 
 
-def write_clothing1m(root: Path, n_train: int = 28, prefix: str = "") -> dict[str, np.ndarray]:
-    """A clothing1m folder: the four official lists and small JPEGs (grey value = 15 × label)."""
+def write_clothing1m(root: Path, n_train: int = 28, prefix: str = "", val: bool = False) -> dict[str, np.ndarray]:
+    """A clothing1m folder: the four official lists (+ the clean validation list) and small JPEGs
+    (grey value = 15 × label)."""
     folder = root / "clothing1m"
-    noisy, clean_test = np.arange(n_train) % 14, np.array([3, 0, 13, 7, 7])
+    noisy, clean_test, clean_val = np.arange(n_train) % 14, np.array([3, 0, 13, 7, 7]), np.array([1, 2, 12])
     train_keys = [f"images/{i % 10}/{i:02d}/train{i}.jpg" for i in range(n_train)]
     test_keys = [f"images/{i}/00/test{i}.jpg" for i in range(len(clean_test))]
-    for key, y in zip(train_keys + test_keys, list(noisy) + list(clean_test)):
+    val_keys = [f"images/{i}/01/val{i}.jpg" for i in range(len(clean_val))] if val else []
+    for key, y in zip(train_keys + test_keys + val_keys, list(noisy) + list(clean_test) + list(clean_val)):
         _jpeg(folder / (prefix + key[7:]), 15 * int(y), size=(40, 30))
     kv = lambda keys, ys: "".join(f"{k} {y}\n" for k, y in zip(keys, ys))
     (folder / "noisy_label_kv.txt").write_text(kv(train_keys, noisy))
-    (folder / "clean_label_kv.txt").write_text(kv(test_keys, clean_test) + "images/9/99/only_clean.jpg 5\n")
+    (folder / "clean_label_kv.txt").write_text(kv(test_keys, clean_test) + kv(val_keys, clean_val)
+                                               + "images/9/99/only_clean.jpg 5\n")
     (folder / "noisy_train_key_list.txt").write_text("\n".join(train_keys) + "\n")
     (folder / "clean_test_key_list.txt").write_text("\n".join(test_keys) + "\n")
-    return {"y_noisy": noisy, "y_test": clean_test}
+    if val:
+        (folder / "clean_val_key_list.txt").write_text("\n".join(val_keys) + "\n")
+    return {"y_noisy": noisy, "y_test": clean_test, "y_val": clean_val}
 
 
 def _trust_cifar_files(mp: pytest.MonkeyPatch) -> None:
@@ -366,6 +371,19 @@ def test_clothing1m_noisy_labels_and_cap(prefix: str, tmp_path: Path, monkeypatc
     np.testing.assert_array_equal(info.y_test, wrote["y_test"])
     np.testing.assert_allclose(info.x_train.mean((1, 2, 3)), 15.0 * info.y_train, atol=2)
     assert info.crop_padding == 1 and (tmp_path / "clothing1m_14px_14.npz").is_file()
+
+
+def test_clothing1m_clean_validation_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wrote = write_clothing1m(tmp_path, val=True)
+    monkeypatch.setenv("LNLBENCH_CLOTHING1M_SIZE", "14")
+    info = DATASETS.get("clothing1m")(DataSpec("clothing1m", root=tmp_path))
+    assert info.x_val.shape == (3, 14, 14, 3)
+    np.testing.assert_array_equal(info.y_val, wrote["y_val"])
+    np.testing.assert_allclose(info.x_val.mean((1, 2, 3)), 15.0 * info.y_val, atol=2)
+    again = DATASETS.get("clothing1m")(DataSpec("clothing1m", root=tmp_path))  # from the array-file cache
+    np.testing.assert_array_equal(again.x_val, info.x_val)
+    np.testing.assert_array_equal(again.y_val, info.y_val)
+    assert info.select_train(np.arange(5)).x_val is info.x_val
 
 
 def test_clothing1m_bad_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -101,6 +101,8 @@ def test_resume_continues_from_checkpoint(tmp_path):
     (dict(hparams={"lrr": 0.1}), "unknown hyperparameter"),
     (dict(preset="huge"), "unknown preset 'huge'"),
     (dict(noise="symmetric:x"), "takes no variant"),
+    (dict(hparams={"milestones": "soon"}), "must be a list"),
+    (dict(test_subset=0), "test_subset"),
 ])
 def test_bad_config_one_line_errors(tmp_path, bad, match):
     with pytest.raises(LnlError, match=match) as err:
@@ -153,3 +155,56 @@ def test_method_cannot_reach_clean_labels(tmp_path):
             assert not np.array_equal(arr, clean), "a clean-label array is reachable from the method"
             assert not np.array_equal(arr.astype(bool), trial.data.is_noisy), "the noise mask is reachable"
     assert isinstance(trial.method, Method)
+
+
+def test_scalar_milestone_becomes_a_tuple(tmp_path):
+    assert resolve(_cfg(tmp_path, hparams={"milestones": 20})).hparams.milestones == (20,)
+
+
+def test_test_subset_and_augment_off_are_trial_options(tmp_path):
+    default = resolve(_cfg(tmp_path))
+    assert default.augment and default.test_subset is None
+    assert resolve(_cfg(tmp_path, augment=True)).trial_id == default.trial_id  # ids of old runs stay valid
+    off = resolve(_cfg(tmp_path, augment=False, test_subset=5))
+    assert off.trial_id != default.trial_id
+    res = run_trial(_cfg(tmp_path, augment=False, test_subset=5))
+    assert res["status"] == "ok", res["error"]
+    assert res["data"]["n_test"] == 50 and res["data"]["test_subset"] == 5 and res["data"]["augment"] is False
+
+
+def test_cifar_mini_preset_sets_the_trial_protocol(tmp_path):
+    from lnlbench.hparams import MINI_CIFAR
+
+    t = resolve(TrialConfig(method="ce", dataset="cifar10", noise="symmetric", rate=0.5, preset="mini"))
+    assert (t.subset, t.test_subset, t.augment) == (MINI_CIFAR["subset"], MINI_CIFAR["test_subset"], False)
+    t = resolve(TrialConfig(method="ce", dataset="cifar10", noise="symmetric", rate=0.5, preset="mini",
+                            augment=True, test_subset=None))
+    assert t.augment  # the user's choice wins over the preset's
+
+
+def test_clean_validation_set_selects_the_epoch():
+    from lnlbench.results import summarize
+
+    hist = [{"epoch": e, "test_acc": t, "val_acc": v, "clean_val_acc": c}
+            for e, (t, v, c) in enumerate([(0.5, 0.9, 0.2), (0.6, 0.1, 0.7), (0.7, 0.2, 0.3)])]
+    out = summarize(hist)
+    assert out["selected_acc"] == 0.6 and out["selected_epoch"] == 1  # the clean set wins over the noisy one
+    out = summarize([{k: v for k, v in h.items() if k != "clean_val_acc"} for h in hist])
+    assert out["selected_acc"] == 0.5
+
+
+def test_engine_scores_a_datasets_clean_validation_set(tmp_path, monkeypatch):
+    import dataclasses
+
+    import lnlbench.data as data_module
+
+    original = data_module.load_dataset
+
+    def with_val(*args, **kw):
+        info = original(*args, **kw)
+        return dataclasses.replace(info, x_val=info.x_test[:40], y_val=info.y_test[:40])
+    monkeypatch.setattr(data_module, "load_dataset", with_val)
+    res = run_trial(_cfg(tmp_path))
+    assert res["status"] == "ok", res["error"]
+    assert all(0 <= h["clean_val_acc"] <= 1 for h in res["history"]) and res["data"]["n_clean_val"] == 40
+    assert res["selected_acc"] is not None

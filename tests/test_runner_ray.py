@@ -116,6 +116,12 @@ def test_light_executor_retries_from_its_checkpoint_and_skips_finished_trials(ra
     # The same grid again: everything is finished, nothing trains.
     assert run_grid(spec, quiet=True).ok
     assert kinds(Path(spec.storage), second) == ["start", "end"]
+    # Again with a new --max-concurrent: a fresh Tune experiment (Tune keeps a restored one's limit),
+    # and still nothing trains twice.
+    assert run_grid(spec, quiet=True, max_concurrent=1).ok
+    assert list(Path(spec.storage).glob("tune-*-k1"))
+    assert kinds(Path(spec.storage), first) == ["start", "failed", "resume", "end"]
+    assert kinds(Path(spec.storage), second) == ["start", "end"]
 
 
 # -- a driver killed with SIGKILL --------------------------------------------------------------------------
@@ -237,13 +243,28 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     assert resumed_ids  # the trial in flight at the kill continued from its checkpoint
 
 
-def test_num_workers_above_one_runs_single_worker_and_says_so(capsys):
-    from lnlbench.runner.ray_runner import effective_workers
-    from lnlbench.runner.resources import Resources
+def test_two_train_workers_train_one_trial_data_parallel(ray_session, tmp_path):
+    """num_workers: 2 -> one TorchTrainer with two ranks (gloo on CPU); rank 0 alone writes the trial."""
+    from lnlbench.runner.ray_runner import run_grid
 
-    res = effective_workers(Resources(num_workers=4, cpus_per_worker=2))
-    assert res.num_workers == 1 and res.cpus_per_worker == 2
-    assert "no DDP" in capsys.readouterr().out
+    spec = parse_spec(grid(tmp_path, noise=[{"name": "symmetric", "rates": [0.4]}], seeds=[0], epochs=3,
+                           resources={"num_workers": 2, "cpus_per_worker": 1, "gpus_per_worker": 0}))
+    (tid,) = (c.trial_id for c in expand(spec))
+    outcome = run_grid(spec, quiet=True)
+    run = Path(spec.storage)
+    assert outcome.ok and outcome.counts["done"] == 1
+    res = result(run, tid)
+    assert res["status"] == "ok" and res["epochs_done"] == 3
+    assert all(rec["world_size"] == 2 for rec in res["history"])
+    assert kinds(run, tid) == ["start", "end"]
+    assert events(run, tid)[0]["world_size"] == 2
+
+
+def test_light_executor_refuses_data_parallel_workers(tmp_path):
+    from lnlbench.errors import LnlError
+
+    with pytest.raises(LnlError, match="executor: train"):
+        parse_spec(grid(tmp_path, executor="light", resources={"num_workers": 2}))
 
 
 def test_a_missing_trial_checkpoint_is_restored_from_rays(tmp_path):

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +93,6 @@ def cluster_nodes() -> list[dict[str, float]]:
     """CPU and GPU of every alive node of the connected cluster."""
     return [{"CPU": float(n["Resources"].get("CPU", 0)), "GPU": float(n["Resources"].get("GPU", 0))}
             for n in ray.nodes() if n.get("Alive")]
-
-
-def effective_workers(res: Resources, quiet: bool = False) -> Resources:
-    """The engine is single-process (no DDP hook yet): a trial runs on one Train worker."""
-    if res.num_workers > 1:
-        say(f"lnlbench: note: num_workers: {res.num_workers} asked for, but the engine trains in one process "
-            "(no DDP yet); each trial runs on 1 worker", quiet)
-        return replace(res, num_workers=1)
-    return res
 
 
 def share_datasets(cells: list[Cell]) -> dict[str, Any]:
@@ -185,7 +176,7 @@ class Progress(ray.tune.Callback):
 
 # -- the grid ------------------------------------------------------------------------------------------
 def _tuner(spec: GridSpec, cells: list[Cell], payloads: list[dict], data: dict | None, quiet: bool,
-           max_concurrent: int, retry_failed: bool) -> ray.tune.Tuner:
+           max_concurrent: int, retry_failed: bool, explicit_k: bool = False) -> ray.tune.Tuner:
     fn = worker.train_trial if spec.executor == "train" else worker.light_trial
     trainable = ray.tune.with_parameters(fn, data=data)
     if spec.executor == "train":
@@ -193,7 +184,14 @@ def _tuner(spec: GridSpec, cells: list[Cell], payloads: list[dict], data: dict |
     else:
         gpus = payloads[0]["run"]["gpus_per_worker"]
         trainable = ray.tune.with_resources(trainable, {"cpu": spec.resources.cpus_per_worker, "gpu": gpus})
-    path = f"{spec.storage}/{experiment_name(spec, cells)}"
+    name = experiment_name(spec, cells)
+    if explicit_k and ray.tune.Tuner.can_restore(f"{spec.storage}/{name}"):
+        # A restored Tune experiment keeps its concurrency; a fresh one (named after the new limit) does not,
+        # and loses nothing: trials skip what their result.json says is done and resume from checkpoint.pt.
+        name = f"{name}-k{max_concurrent}"
+        say(f"lnlbench: --max-concurrent {max_concurrent}: continuing in a fresh Tune experiment {name} "
+            "(finished trials are skipped, unfinished ones resume from their checkpoints)", quiet)
+    path = f"{spec.storage}/{name}"
     if ray.tune.Tuner.can_restore(path):
         say(f"resuming {path}", quiet)
         return ray.tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=retry_failed)
@@ -205,7 +203,7 @@ def _tuner(spec: GridSpec, cells: list[Cell], payloads: list[dict], data: dict |
             max_concurrent_trials=max_concurrent, trial_name_creator=trial_name,
             trial_dirname_creator=trial_name, reuse_actors=spec.executor == "light"),
         run_config=ray.tune.RunConfig(
-            name=experiment_name(spec, cells), storage_path=spec.storage, verbose=0,
+            name=name, storage_path=spec.storage, verbose=0,
             callbacks=[Progress(len(cells), quiet)],
             failure_config=ray.tune.FailureConfig(max_failures=tune_retries),
             checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=1)))
@@ -218,7 +216,7 @@ def run_grid(spec: GridSpec, *, address: str | None = None, max_concurrent: int 
     check_writable(spec.storage)
     ray_start = start_ray(address, quiet, verbose)
     nodes = cluster_nodes()
-    res = effective_workers(spec.resources, quiet)
+    res = spec.resources
     check_fit(res, nodes)
     gpus = res.gpus(sum(n["GPU"] for n in nodes))
     if gpus == 0 and res.gpus_per_worker not in ("auto", 0, 0.0):
@@ -229,7 +227,8 @@ def run_grid(spec: GridSpec, *, address: str | None = None, max_concurrent: int 
     write_manifest(spec, cells)
     data = share_datasets(cells) if spec.share_data else None
     t0 = time.perf_counter()
-    tuner = _tuner(spec, cells, trial_payloads(spec, cells, res, gpus), data, quiet, k, retry_failed)
+    tuner = _tuner(spec, cells, trial_payloads(spec, cells, res, gpus), data, quiet, k, retry_failed,
+                   explicit_k=max_concurrent is not None)
     grid = tuner.fit()
     wall = time.perf_counter() - t0
     if spec.is_remote:  # no local trial folders to read: Tune's own view

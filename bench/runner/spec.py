@@ -155,6 +155,9 @@ def parse_spec(raw: dict[str, Any], base: Path | None = None) -> GridSpec:
         share_data=bool(raw.get("share_data", True)))
     if spec.executor not in EXECUTORS:
         raise LnlError(f"executor must be one of {', '.join(EXECUTORS)}, got '{spec.executor}'")
+    if spec.resources.num_workers > 1 and spec.executor != "train":
+        raise LnlError(f"resources.num_workers {spec.resources.num_workers} trains data-parallel through Ray "
+                       "Train; use executor: train (or num_workers: 1)")
     taken = sorted(set(spec.trial) & set(_FROM_GRID))
     if taken:
         raise LnlError(f"trial: {', '.join(taken)} are set by the grid itself (use its own keys)")

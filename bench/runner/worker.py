@@ -23,9 +23,10 @@ and logs a ``resume`` event; nothing else decides where a trial continues.
 **Finished trials are never rerun**: every trial function first reads the trial folder's ``result.json``;
 ``status: ok`` is reported back to Tune as it is, without training.
 
-**Ranks.** The engine trains in one process today (it has no DDP hook), so a grid's ``num_workers`` is
-run as one worker (see :func:`lnlbench.runner.ray_runner.effective_workers`); the worker refuses to run
-with a world size above 1 rather than train the same trial N times.
+**Ranks.** With ``num_workers > 1`` every Train worker runs ``run_trial`` inside Ray Train's process group
+and the engine trains data-parallel (:mod:`lnlbench.distributed`: sharded global batches, averaged
+gradients, rank 0 evaluates and writes the trial folder). Every rank reports each time (Ray Train's
+``report`` is collective); rank 0 decides when and alone attaches the checkpoint.
 
 **Fault injection (tests only).** If ``run["fault_dir"]`` (``$LNLBENCH_FAULT_DIR`` of the driver) holds
 ``<trial_id>.once``, the worker deletes the file and raises after the first epoch of the attempt has been
@@ -46,6 +47,7 @@ from typing import Any
 
 import ray
 import ray.train
+import ray.train.torch
 import ray.tune
 import torch
 
@@ -122,13 +124,19 @@ def epoch_hook(report: Report, ckpt_cls: type | None, run: dict[str, Any], trial
     only matters where the trial folder is lost (URI storage on a fresh node). ``ckpt_cls=None``: report
     metrics only (the light executor on a local or shared path, where the trial folder is the resume point).
     """
+    from lnlbench.distributed import Dist
+
     seen: dict[str, Any] = {"stamp": None, "calls": 0, "last": 0.0}
+    dist = Dist()
     every = float(run.get("report_every_s", REPORT_EVERY_S))
 
     def hook(epoch: int, rec: dict[str, Any], ckpt_path: Path) -> None:
         seen["calls"] += 1
         now = time.monotonic()
-        if seen["calls"] == 1 or now - seen["last"] >= every:
+        due = seen["calls"] == 1 or now - seen["last"] >= every
+        if dist.active:  # ray.train.report is collective: every rank follows rank 0's clock
+            due = dist.broadcast_object(due)
+        if due:
             seen["last"] = now
             metrics = {"epoch": epoch, "test_acc": rec.get("test_acc"), "trial_id": trial_id}
             # The engine replaces the file atomically on each save: a new inode or mtime = a new checkpoint.
@@ -205,8 +213,10 @@ def train_worker(config: dict[str, Any]) -> None:
     cell, run = config["cell"], config["run"]
     tid = run["trial_id"]
     ctx = ray.train.get_context()
-    if ctx.get_world_size() > 1:
-        raise RuntimeError("the engine trains single-process (no DDP hook yet); run with num_workers: 1")
+    if ctx.get_world_size() > 1 and torch.cuda.is_available() and cell.get("device", "auto") == "auto":
+        device = ray.train.torch.get_device()  # this rank's GPU
+        torch.cuda.set_device(device)
+        cell = {**cell, "device": str(device)}
     restore_checkpoint(ray.train.get_checkpoint(), trial_dir(cell, tid))
     hook = epoch_hook(ray.train.report, ray.train.Checkpoint, run, tid, ctx.get_world_rank())
     result = _run(cell, run, hook, config.get("data"))
