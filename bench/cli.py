@@ -114,6 +114,43 @@ cmd_trial.add_arguments = _trial_args
 command("trial", "run one trial locally and print a one-line summary")(cmd_trial)
 
 
+# -- perf ------------------------------------------------------------------------------------------
+def cmd_perf(args: argparse.Namespace) -> int:
+    from .perf import FULL, QUICK, run_perf  # torch is imported here, not by `lnlbench --help`
+    from .perf_report import render
+
+    executors = {None: None, "both": ["light", "train"]}.get(args.executor, [args.executor])
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True))
+    result = run_perf(QUICK if args.quick else FULL, device=args.device, skip_ray=args.skip_ray,
+                      executors=executors, methods=args.method or None, log=log)
+    print(render(result))
+    if args.json:
+        from pathlib import Path
+
+        from .results import write_json
+
+        write_json(Path(args.json), result)
+        print(f"figures -> {args.json}")
+    return 0
+
+
+def _perf_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes: under 3 minutes on 2 CPU cores (default: the full run, ~10 minutes)")
+    p.add_argument("--json", metavar="FILE", default=None, help="also write every figure to this JSON file")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--skip-ray", action="store_true", help="skip the grid-packing measurement (needs Ray)")
+    p.add_argument("--executor", choices=["light", "train", "both"], default=None,
+                   help="runner executor(s) for grid packing (default: light with --quick, both otherwise)")
+    p.add_argument("--method", action="append", default=[],
+                   help="time only this method (repeatable; CE is always timed; default: every registered one)")
+
+
+cmd_perf.add_arguments = _perf_args
+command("perf", "measure engine overhead, augmentation, method cost, grid packing and memory "
+                "(each a side-by-side ratio)")(cmd_perf)
+
+
 from .aggregate import cli as _aggregate_cli  # noqa: F401,E402  (registers table, plot, report)
 from .runner import cli as _runner_cli  # noqa: F401,E402  (registers run, resume, status, quickstart)
 
