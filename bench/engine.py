@@ -196,7 +196,8 @@ class _Trial:
         for epoch in range(start, self.trial.hparams.epochs):
             t0 = time.perf_counter()
             logs = self.method.train_epoch(epoch)
-            self.dist.sync_buffers(modules_of(self.method))  # ranks' batch-norm statistics, averaged
+            if self.dist.active:  # ranks' batch-norm statistics, averaged
+                self.dist.sync_buffers(modules_of(self.method))
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             train_time = time.perf_counter() - t0

@@ -85,6 +85,14 @@ def finished_result(cell: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]
     return result if result.get("status") == "ok" and result.get("trial_id") == tid else None
 
 
+def reported_finished(cell: dict[str, Any], run: dict[str, Any]) -> bool:
+    """A finished trial (its result.json says ok) is reported to Tune as it is, without training."""
+    done = finished_result(cell, run)
+    if done is not None:
+        ray.tune.report(summary(done, run["trial_id"]))
+    return done is not None
+
+
 def summary(result: dict[str, Any], trial_id: str) -> dict[str, Any]:
     """The few figures reported to Tune at the end of a trial (the full record is result.json)."""
     out = {k: result.get(k) for k in RESULT_KEYS}
@@ -230,9 +238,7 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None = None) -> N
 
     cell, run = config["trial"]["cell"], config["trial"]["run"]
     tid = run["trial_id"]
-    done = finished_result(cell, run)
-    if done is not None:
-        ray.tune.report(summary(done, tid))
+    if reported_finished(cell, run):
         return
     gpus = float(run["gpus_per_worker"])
     per_worker = {"CPU": float(run["cpus_per_worker"]), **({"GPU": gpus} if gpus else {})}
@@ -252,9 +258,7 @@ def light_trial(config: dict[str, Any], data: dict[str, Any] | None = None) -> N
     """One Tune trial = one grid cell, trained in the Tune trial's own process (no Ray Train)."""
     cell, run = config["trial"]["cell"], config["trial"]["run"]
     tid = run["trial_id"]
-    done = finished_result(cell, run)
-    if done is not None:
-        ray.tune.report(summary(done, tid))
+    if reported_finished(cell, run):
         return
     restore_checkpoint(ray.tune.get_checkpoint(), trial_dir(cell, tid))
     hook = epoch_hook(ray.tune.report, ray.tune.Checkpoint if run.get("remote") else None, run, tid)
