@@ -141,10 +141,10 @@ def test_loss_history_averages_normalised_losses(monkeypatch):
     assert torch.allclose(fed[0], first) and torch.allclose(fed[1], (first + second) / 2)
 
 
-def test_balanced_subset_matches_the_greedy_loader():
+def test_balanced_epoch_sample_matches_the_greedy_loader():
     y = torch.tensor([0, 0, 0, 0, 1, 1, 2, 0, 1, 2, 2, 2])
     g = torch.Generator().manual_seed(1)
-    got = dm.balanced_subset(y, 6, 3, g)
+    got = dm.balanced_epoch_sample(y, 6, 3, g)
     order = torch.randperm(12, generator=torch.Generator().manual_seed(1)).tolist()
     counts, ref = [0, 0, 0], []
     for i in order:  # dataloader_clothing1M.py: class_num[label] < n/C and len < n
