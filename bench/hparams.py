@@ -83,8 +83,8 @@ class Recipe:
             object.__setattr__(self, "protocol", Protocol.from_dict(self.protocol))
         clash = set(self.hparams) & {f.name for f in dataclasses.fields(Protocol)}
         if clash:
-            raise LnlError(f"recipe hyperparameter(s) {', '.join(sorted(clash))} are trial protocol; "
-                           "put them in Recipe(protocol=...)")
+            names = ", ".join(f"'{k}'" for k in sorted(clash))
+            raise LnlError(f"hyperparameter(s) {names} are trial protocol; put them in Recipe(protocol=...)")
 
     def with_hparams(self, **hparams: Any) -> Recipe:
         """This recipe with more (or other) hyperparameters; the protocol is kept."""
@@ -237,11 +237,14 @@ def check_presets(method: str, hparams_cls: type, presets: Mapping[str, Any]) ->
             if not isinstance(entry, (Recipe, Mapping)):
                 raise LnlError(f"{method} preset '{preset}' entry '{key}' is a {type(entry).__name__}; "
                                "use a Recipe or a dict of hyperparameters")
-            unknown = set(as_recipe(entry).hparams) - names
+            where = f"{method} preset '{preset}' entry '{key}'"
+            try:
+                unknown = set(as_recipe(entry).hparams) - names
+            except LnlError as exc:  # a protocol key among a plain dict's hyperparameters
+                raise LnlError(f"{where}: {exc}") from None
             if unknown:
                 hint = " (protocol keys go in Recipe(protocol=...))" if unknown & protocol else ""
-                err = unknown_keys("hyperparameter", unknown, names)
-                raise LnlError(f"{method} preset '{preset}' entry '{key}': {err}{hint}")
+                raise LnlError(f"{where}: {unknown_keys('hyperparameter', unknown, names)}{hint}")
 
 
 def build_hparams(cls: type, overrides: dict[str, Any]) -> Any:
