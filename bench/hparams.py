@@ -62,7 +62,7 @@ class Protocol:
         if unknown:
             raise unknown_keys("protocol key", unknown, names)
         pool = d.get("train_pool")
-        if pool is not None and pool != "all" and not (isinstance(pool, int) and pool > 0):
+        if pool is not None and pool != "all" and not (type(pool) is int and pool > 0):
             raise LnlError(f"protocol train_pool must be 'all' or a positive number of images, got {pool!r}")
         return cls(**d)
 
