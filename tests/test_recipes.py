@@ -113,3 +113,20 @@ def test_a_recipe_needing_more_than_the_pool_names_the_cap(method, need):
         with pytest.raises(LnlError, match="max_train=192000"):
             resolve(TrialConfig(**cfg, data_options={"max_train": 191999}))
     assert resolve(TrialConfig(method="dividemix", dataset="clothing1m", noise="given")).subset is None
+
+
+@pytest.mark.parametrize("cell,trial_id", [
+    (dict(method="ce", preset="mini", dataset="digits", noise="symmetric", rate=0.5),
+     "ce_digits_symmetric_0.5_s1_4c6f07f3"),
+    (dict(method="dividemix", preset="mini", dataset="cifar10", noise="asymmetric", rate=0.4),
+     "dividemix_cifar10_asymmetric_0.4_s1_ee4c3bbd"),
+    (dict(method="elr_plus", preset="paper", dataset="cifar100", noise="symmetric", rate=0.8),
+     "elr_plus_cifar100_symmetric_0.8_s1_6b6c6a0a"),
+    (dict(method="sce", preset="paper", dataset="cifar10", noise="cifar10n:worst", rate=None),
+     "sce_cifar10_cifar10n-worst_na_s1_913eef0f"),
+    (dict(method="gce", preset="mini", dataset="digits", noise="pairflip", rate=0.4, augment=False),
+     "gce_digits_pairflip_0.4_s1_c2067085"),
+])
+def test_trial_ids_of_unchanged_trials_are_kept(cell, trial_id):
+    """Ids computed before recipes were split (the resolved trials are the same): old runs stay valid."""
+    assert resolve(TrialConfig(**cell, seed=1)).trial_id == trial_id
