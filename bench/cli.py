@@ -58,6 +58,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     cfg = TrialConfig(
         method=args.method, dataset=args.dataset, noise=args.noise, rate=args.rate, seed=args.seed,
         preset=args.preset, epochs=args.epochs, hparams=dict(args.hp), noise_options=dict(args.noise_opt),
+        data_options=dict(args.data_opt),
         subset=args.subset, test_subset=args.test_subset, augment=args.augment,
         val_fraction=args.val_fraction, data_file=args.data_file,
         data_root=args.data_root, download=args.download, out_dir=args.out, device=args.device,
@@ -91,11 +92,15 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
                    help="override a method hyperparameter (repeatable), e.g. --hp lr=0.01")
     p.add_argument("--noise-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="noise generator option (repeatable), e.g. --noise-opt label_file=/x/CIFAR-10_human.pt")
-    p.add_argument("--subset", type=int, default=None, help="images per class to keep (CPU-scale runs)")
+    p.add_argument("--data-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset loader option (repeatable; part of the trial id), e.g. for clothing1m "
+                        "--data-opt image_size=112 --data-opt max_train=all")
+    p.add_argument("--subset", type=int, default=None,
+                   help="images per class to keep (CPU-scale runs; default: the recipe's protocol)")
     p.add_argument("--test-subset", type=int, default=None,
                    help="test images per class to keep (a fixed stratified subset; CPU-scale runs)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="train-time random crop and flip (default: the preset's choice, normally on)")
+                   help="train-time random crop and flip (default: the recipe's protocol, normally on)")
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="hold out this fraction of the noisy train set for noise-blind model selection")
     p.add_argument("--data-file", default=None, help="an .npz array file to use for the dataset")

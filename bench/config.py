@@ -1,8 +1,10 @@
 """The configuration of one trial, validated once at the edge with one-line errors.
 
 ``TrialConfig`` names the cell (method, dataset, noise, rate, seed) and how to run it. ``resolve`` turns it
-into a :class:`ResolvedTrial`: the method class, its hyperparameters after the preset and the user's
-overrides, and a stable trial id (a hash of everything that changes the result).
+into a :class:`ResolvedTrial`: the method class, its hyperparameters after the preset's recipe and the
+user's overrides, the trial protocol (the recipe's, under the user's options), the dataset's options, how
+the preset covered the cell (``recipe``), and a stable trial id (a hash of everything that changes the
+result).
 """
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LnlError
-from .hparams import TRIAL_KEYS, build_hparams, preset_overrides
+from .errors import LnlError, unknown_keys
+from .hparams import Protocol, RecipeLookup, build_hparams, check_presets, lookup_recipe
 from .registry import DATASETS, METHODS, NOISE
 
 
@@ -31,6 +33,7 @@ class TrialConfig:
     epochs: int | None = None  # overrides the preset's epochs
     hparams: dict[str, Any] = field(default_factory=dict)  # per-method overrides
     noise_options: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, Any] = field(default_factory=dict)  # the dataset loader's (clothing1m: image_size, max_train)
     subset: int | None = None  # images per class kept from the training set (seeded by subset_seed)
     subset_seed: int = 0
     test_subset: int | None = None  # images per class kept from the test set (CPU-scale runs; None: all)
@@ -54,7 +57,7 @@ class TrialConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise LnlError(f"unknown trial option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+            raise unknown_keys("trial option", unknown, names)
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,6 +76,8 @@ class ResolvedTrial:
     trial_id: str
     augment: bool = True
     test_subset: int | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)  # parsed and complete (with defaults)
+    recipe: dict[str, Any] | None = None  # RecipeLookup.to_dict(): status "preset" | "default", missing key
 
     @property
     def trial_dir(self) -> Path:
@@ -116,12 +121,45 @@ def _digest(payload: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def parse_data_options(dataset: str, given: dict[str, Any]) -> Any:
+    """The dataset's parsed options (its ``DatasetOptions``), or None for a loader that takes none."""
+    cls = getattr(DATASETS.get(dataset), "options", None) if dataset in DATASETS else None
+    if cls is None:
+        if given:
+            raise LnlError(f"dataset '{dataset}' takes no data options (got {', '.join(sorted(given))})")
+        return None
+    return cls.parse(dataset, dict(given))
+
+
+def _check_pool(config: TrialConfig, preset: str, protocol: Protocol, options: Any) -> None:
+    """A recipe that needs more training images than the loader's capped pool holds stops here."""
+    need, cap = protocol.train_pool, None if options is None else options.train_cap()
+    if need is None or cap is None or config.subset is not None:  # an explicit --subset is the user's choice
+        return
+    if need == "all" or need > cap:
+        what = "the full training set" if need == "all" else f"{need:,} training images"
+        raise LnlError(f"{config.method}'s '{preset}' recipe for {config.dataset} trains on {what} but the pool is "
+                       f"capped at {cap:,} by the data option {options.cap_option}; pass --data-opt "
+                       f"{options.cap_option}={'all' if need == 'all' else need} (memory permitting), or "
+                       "--subset N to train on N images per class knowingly")
+
+
+def _protocol(config: TrialConfig, lookup: RecipeLookup) -> tuple[int | None, int | None, bool]:
+    """(subset, test_subset, augment): the user's option where given, else the recipe's protocol."""
+    p = lookup.protocol
+    subset = p.subset if config.subset is None else config.subset
+    test_subset = p.test_subset if config.test_subset is None else config.test_subset
+    augment = p.augment if config.augment is None else config.augment
+    return subset, test_subset, True if augment is None else bool(augment)
+
+
 def resolve(config: TrialConfig) -> ResolvedTrial:
-    """Validate a trial config and resolve its method, hyperparameters and trial id."""
+    """Validate a trial config and resolve its method, hyperparameters, protocol and trial id."""
     _check_ranges(config)
     method_cls = METHODS.get(config.method)
     if config.data_file is None or config.dataset in DATASETS:  # an unknown name may name an array file
         DATASETS.get(config.dataset)
+    data_opts = parse_data_options(config.dataset, config.data_options)
     noise_name, noise_opts = parse_noise(config.noise, config.noise_options)
     if getattr(NOISE.get(noise_name), "fixed_rate", False):
         if config.rate not in (None, 0, 0.0):
@@ -131,12 +169,11 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
     preset = config.preset
     if preset == "auto":
         preset = "mini" if config.dataset == "digits" else "paper"
-    over = preset_overrides(method_cls.PRESETS, preset, config.dataset, noise_name, config.rate)
-    trial_keys = {key: over.pop(key) for key in TRIAL_KEYS if key in over}
-    subset = trial_keys.get("subset") if config.subset is None else config.subset
-    test_subset = trial_keys.get("test_subset") if config.test_subset is None else config.test_subset
-    augment = bool(trial_keys.get("augment", True) if config.augment is None else config.augment)
-    over.update(config.hparams)
+    check_presets(config.method, method_cls.Hparams, method_cls.PRESETS)
+    lookup = lookup_recipe(method_cls.PRESETS, preset, config.dataset, noise_name, config.rate)
+    _check_pool(config, preset, lookup.protocol, data_opts)
+    subset, test_subset, augment = _protocol(config, lookup)
+    over = {**lookup.hparams, **config.hparams}
     if config.epochs is not None:
         over["epochs"] = config.epochs
     hp = build_hparams(method_cls.Hparams, over)
@@ -150,9 +187,12 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
         identity["augment"] = False
     if test_subset is not None:
         identity["test_subset"] = test_subset
+    data_options = {} if data_opts is None else data_opts.to_dict()
+    if data_options:  # only datasets with options (Clothing1M): every other trial id stays as it was
+        identity["data_options"] = data_options
     rate = "na" if config.rate is None else f"{config.rate:g}"
     variant = "-".join(f"{v}" for v in noise_opts.values())
     tag = f"{noise_name}{'-' + variant if variant else ''}"
     trial_id = f"{config.method}_{config.dataset}_{tag}_{rate}_s{config.seed}_{_digest(identity)[:8]}"
     return ResolvedTrial(config, method_cls, hp, preset, noise_name, noise_opts, subset, trial_id, augment,
-                         test_subset)
+                         test_subset, data_options, lookup.to_dict())

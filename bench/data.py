@@ -38,12 +38,13 @@ class TrialData:
 
 
 def load_dataset(name: str, data_root: str | None = None, data_file: str | None = None,
-                 download: bool = False) -> DatasetInfo:
+                 download: bool = False, options: dict | None = None) -> DatasetInfo:
+    """Load a dataset by name (or an array file); ``options`` are its loader's data options."""
     root = Path(data_root).expanduser() if data_root else default_data_root()
     if data_file is not None and not Path(data_file).expanduser().exists():
         raise LnlError(f"data file {data_file} does not exist; check --data-file")
-    spec = DataSpec(name=name, root=root,
-                    data_file=Path(data_file).expanduser() if data_file else None, download=download)
+    spec = DataSpec(name=name, root=root, data_file=Path(data_file).expanduser() if data_file else None,
+                    download=download, options=dict(options or {}))
     if name not in DATASETS and spec.data_file is not None:  # "bring your own dataset"
         return GENERIC.apply(load_array_file(spec.data_file, name, GENERIC), str(spec.data_file))
     return DATASETS.get(name)(spec)
@@ -80,7 +81,7 @@ def validation_split(noisy: np.ndarray, fraction: float, seed: int) -> tuple[np.
 def prepare(trial: ResolvedTrial) -> TrialData:
     """The trial's dataset, subset, noisy labels (generated once, cached) and validation split."""
     cfg = trial.config
-    info = load_dataset(cfg.dataset, cfg.data_root, cfg.data_file, cfg.download)
+    info = load_dataset(cfg.dataset, cfg.data_root, cfg.data_file, cfg.download, trial.data_options or None)
     if trial.subset is not None:
         info = info.select_train(stratified_subset(info.y_train, trial.subset, cfg.subset_seed))
     if trial.test_subset is not None:  # a fixed stratified part of the test set, the same for every trial

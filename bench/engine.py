@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -237,7 +238,7 @@ class _Trial:
             "config": t.config.to_dict(), "method": t.config.method, "dataset": t.config.dataset,
             "noise": {"name": t.noise_name, "options": t.noise_options, "rate": t.config.rate,
                       **(d.noise.to_dict() if d else {})},
-            "seed": t.config.seed, "preset": t.preset, "hparams": asdict(t.hparams),
+            "seed": t.config.seed, "preset": t.preset, "recipe": t.recipe, "hparams": asdict(t.hparams),
             "method_flags": {"uses_clean_data": t.method_cls.uses_clean_data,
                              "reconstructed": t.method_cls.reconstructed},
             "data": None if d is None else {
@@ -267,6 +268,10 @@ def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = Fa
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
     trial = resolve(cfg)
+    note = trial.recipe and trial.recipe["status"] == "default" and trial.recipe["missing"]
+    if note:  # the preset does not cover this cell: say so once, as result.json does
+        print(f"lnlbench: note: {cfg.method}'s '{trial.preset}' recipe has no entry for {note}; using "
+              f"{', '.join(trial.recipe['applied']) or 'no'} entries and the defaults", file=sys.stderr)
     state = _Trial(trial, on_epoch_end)
     try:
         return state.run()

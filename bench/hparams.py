@@ -1,4 +1,4 @@
-"""Hyperparameters shared by every method, presets, the optimiser and learning-rate schedules.
+"""Hyperparameters shared by every method, recipes (presets), the optimiser and learning-rate schedules.
 
 A method's hyperparameters are a frozen dataclass that extends :class:`TrainHparams` with the method's
 own fields. Its ``PRESETS`` hold the published recipe (``paper``) and a CPU-scale one (``mini``), keyed by
@@ -6,24 +6,98 @@ dataset, then ``dataset/noise``, then ``dataset/noise@rate``, applied in that or
 
     PRESETS = {
         "paper": {"cifar10": dict(epochs=300, lr=0.02), "cifar10/asymmetric": dict(lambda_u=0)},
-        "mini": {"digits": dict(model="mlp", epochs=60)},
+        "mini": {"digits": DIGITS_MLP, "cifar10": MINI_CIFAR.with_hparams(alpha=1.0)},
     }
 
-A preset may also carry ``subset`` (images per class), which sets the trial's subset unless the user did.
+An entry is a :class:`Recipe`: the method's hyperparameters and, apart, the trial :class:`Protocol` (training
+subset, test subset, augmentation, the training pool it needs). A plain dict is a recipe of hyperparameters
+only. The two never mix: a hyperparameter key is checked against the method's dataclass, a protocol key
+against :class:`Protocol`, and a key that is neither is a one-line error when the recipe is built or looked
+up, never dropped. ``epochs`` is a hyperparameter, not protocol: every method's schedule is a function of it
+(cosine annealing, Co-teaching's linear decay to n_epoch, ramps), papers give it per method, and keeping it
+in :class:`TrainHparams` keeps the trial ids of existing runs; ``--epochs`` overrides it.
+
+**Coverage.** A table says which cells it covers by its keys. A dataset with ``dataset/noise@rate`` entries
+(a per-setting table such as DivideMix's λ_u by rate) covers exactly those (noise, rate) cells, and, for
+real noise without a rate, the noises with a ``dataset/noise`` entry; a dataset without rate entries is
+covered whole by its ``dataset`` entry (``dataset/noise`` entries only specialise it); a dataset with no
+entry is not covered. A lookup for a cell the table does not cover falls back to what applies and the
+dataclass defaults, and says so: :class:`RecipeLookup` ``status`` is ``"default"`` with the ``missing`` key
+(the engine writes it to ``result.json`` as ``recipe`` and prints one line on stderr); ``"preset"``
+otherwise. An empty entry (``"cifar10/symmetric@0.4": {}``) declares a cell covered by the shallower ones.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import LnlError
+from .errors import LnlError, unknown_keys
 
 if TYPE_CHECKING:  # torch is imported where it is used, so configs validate without it
     import torch
 
-TRIAL_KEYS = ("subset", "test_subset", "augment")
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a trial is run apart from the method: the data it trains and tests on.
+
+    ``None`` fields leave the choice to the trial (the user's option, else the default). ``train_pool`` is
+    what the recipe needs the loaded training pool to hold: ``"all"`` (the dataset's whole training set) or
+    a number of images; a dataset loader that caps its pool (Clothing1M's ``max_train``) below it stops the
+    trial with a one-line error naming the cap option, instead of silently training on fewer.
+    """
+
+    subset: int | None = None  # training images per class
+    test_subset: int | None = None  # test images per class (a fixed stratified part)
+    augment: bool | None = None  # train-time crop/flip (None: on)
+    train_pool: int | str | None = None  # "all" | images | None (whatever the loader holds)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Protocol:
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(d) - set(names)
+        if unknown:
+            raise unknown_keys("protocol key", unknown, names)
+        pool = d.get("train_pool")
+        if pool is not None and pool != "all" and not (type(pool) is int and pool > 0):
+            raise LnlError(f"protocol train_pool must be 'all' or a positive number of images, got {pool!r}")
+        return cls(**d)
+
+    def set_fields(self) -> dict[str, Any]:
+        """The fields this protocol sets (not None), to merge over another."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A preset entry: the method's hyperparameters and, apart, the trial protocol (see the module)."""
+
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    protocol: Protocol = field(default_factory=Protocol)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.protocol, Mapping):  # Recipe(protocol=dict(subset=300)): validated here
+            object.__setattr__(self, "protocol", Protocol.from_dict(self.protocol))
+        clash = set(self.hparams) & {f.name for f in dataclasses.fields(Protocol)}
+        if clash:
+            names = ", ".join(f"'{k}'" for k in sorted(clash))
+            raise LnlError(f"hyperparameter(s) {names} are trial protocol; put them in Recipe(protocol=...)")
+
+    def with_hparams(self, **hparams: Any) -> Recipe:
+        """This recipe with more (or other) hyperparameters; the protocol is kept."""
+        return Recipe({**self.hparams, **hparams}, self.protocol)
+
+    def with_protocol(self, **protocol: Any) -> Recipe:
+        return Recipe(self.hparams, Protocol.from_dict({**self.protocol.set_fields(), **protocol}))
+
+
+def as_recipe(entry: Recipe | Mapping[str, Any]) -> Recipe:
+    """A preset entry as a :class:`Recipe` (a plain dict is hyperparameters only)."""
+    return entry if isinstance(entry, Recipe) else Recipe(dict(entry))
+
 
 # The CPU-scale CIFAR-10 protocol every method's ``mini`` preset builds on (the memorisation regime):
 # the 3-stage small ResNet on 300 training images per class, no crop/flip augmentation, a constant
@@ -31,9 +105,20 @@ TRIAL_KEYS = ("subset", "test_subset", "augment")
 # augmentation CE fits the noisy labels within ~10 epochs (test accuracy peaks near epoch 5, then falls),
 # as a paper-scale network does late in its schedule; with crop/flip and this small net it never does, and
 # a comparison with CE would say nothing about robustness. About 4 s per CE epoch on one CPU core.
-MINI_CIFAR: dict[str, Any] = dict(model="cnn_small", epochs=25, batch_size=128, lr=0.05, nesterov=True,
-                                  weight_decay=5e-4, schedule="constant", subset=300, test_subset=200,
-                                  augment=False)  # preset keys that configure the trial rather than the method
+MINI_CIFAR = Recipe(
+    hparams=dict(model="cnn_small", epochs=25, batch_size=128, lr=0.05, nesterov=True, weight_decay=5e-4,
+                 schedule="constant"),
+    protocol=Protocol(subset=300, test_subset=200, augment=False))
+
+# The digits ``mini`` recipe (CE's, which the other methods' digits recipes build on): the 2-hidden-layer
+# MLP long enough at a constant lr that CE memorises the noise (../shared/reference/cpu-calibration.md).
+DIGITS_MLP: dict[str, Any] = dict(model="mlp", epochs=100, batch_size=64, lr=0.05, nesterov=False,
+                                  weight_decay=5e-4, schedule="constant")
+
+# The CIFAR-N CE recipe (UCSC-REAL/cifar-10-100n ``main.py``): ResNet-34, SGD lr 0.1 for 60 epochs then 0.01
+# for 40, momentum 0.9, weight decay 5e-4, batch 128; the methods without a published CIFAR-N recipe use it.
+CIFAR_N_CE: dict[str, Any] = dict(model="resnet34", epochs=100, batch_size=128, lr=0.1, nesterov=False,
+                                  weight_decay=5e-4, schedule="step", milestones=(60,))
 
 
 @dataclass(frozen=True)
@@ -78,19 +163,88 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def preset_overrides(presets: dict, preset: str, dataset: str, noise: str, rate: float | None) -> dict:
-    """The merged overrides of a preset for one (dataset, noise, rate) cell."""
+@dataclass(frozen=True)
+class RecipeLookup:
+    """A preset looked up for one (dataset, noise, rate) cell: the merged recipe and whether it covers it."""
+
+    preset: str
+    hparams: dict[str, Any]
+    protocol: Protocol
+    applied: tuple[str, ...]  # the table keys that applied, shallow to deep
+    missing: str | None  # the key the table's depth asks for and lacks (None: the cell is covered)
+
+    @property
+    def status(self) -> str:
+        return "default" if self.missing else "preset"
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``result.json`` records as ``recipe``."""
+        return {"status": self.status, "missing": self.missing, "preset": self.preset,
+                "applied": list(self.applied)}
+
+
+def _cell_keys(dataset: str, noise: str, rate: float | None) -> list[str]:
+    keys = [dataset, f"{dataset}/{noise}"]
+    if rate is not None:
+        keys.append(f"{dataset}/{noise}@{rate:g}")
+    return keys
+
+
+def _wanted(table: Mapping[str, Any], keys: list[str]) -> str:
+    """The key that must be in the table for the cell to be covered (see the module's Coverage)."""
+    dataset = keys[0]
+    per_rate = any(k.partition("/")[0] == dataset and "@" in k for k in table)
+    return keys[-1] if per_rate else dataset  # keys[-1] is dataset/noise for a rate-less (real) noise
+
+
+def lookup_recipe(presets: Mapping[str, Any], preset: str, dataset: str, noise: str,
+                  rate: float | None) -> RecipeLookup:
+    """Merge a preset's entries for one cell (dataset, then dataset/noise, then dataset/noise@rate)."""
     if preset not in presets:
         known = ", ".join(sorted(presets)) or "(none)"
         raise LnlError(f"unknown preset '{preset}'; this method has: {known}")
     table = presets[preset]
-    merged: dict[str, Any] = {}
-    keys = [dataset, f"{dataset}/{noise}"]
-    if rate is not None:
-        keys.append(f"{dataset}/{noise}@{rate:g}")
+    hparams: dict[str, Any] = {}
+    protocol: dict[str, Any] = {}
+    applied = []
+    keys = _cell_keys(dataset, noise, rate)
     for key in keys:
-        merged.update(table.get(key, {}))
-    return merged
+        if key in table:
+            entry = as_recipe(table[key])
+            hparams.update(entry.hparams)
+            protocol.update(entry.protocol.set_fields())
+            applied.append(key)
+    wanted = _wanted(table, keys)
+    missing = None if wanted in applied else wanted
+    return RecipeLookup(preset, hparams, Protocol(**protocol), tuple(applied), missing)
+
+
+def preset_overrides(presets: Mapping[str, Any], preset: str, dataset: str, noise: str,
+                     rate: float | None) -> dict[str, Any]:
+    """The merged hyperparameters of a preset for one (dataset, noise, rate) cell (no protocol)."""
+    return lookup_recipe(presets, preset, dataset, noise, rate).hparams
+
+
+def check_presets(method: str, hparams_cls: type, presets: Mapping[str, Any]) -> None:
+    """Every entry of every preset: a recipe whose hyperparameters are fields of ``hparams_cls``.
+
+    One-line error naming the method, preset and key; a protocol key in the hyperparameters is named as such.
+    """
+    names = {f.name for f in dataclasses.fields(hparams_cls)}
+    protocol = {f.name for f in dataclasses.fields(Protocol)}
+    for preset, table in presets.items():
+        for key, entry in table.items():
+            if not isinstance(entry, (Recipe, Mapping)):
+                raise LnlError(f"{method} preset '{preset}' entry '{key}' is a {type(entry).__name__}; "
+                               "use a Recipe or a dict of hyperparameters")
+            where = f"{method} preset '{preset}' entry '{key}'"
+            try:
+                unknown = set(as_recipe(entry).hparams) - names
+            except LnlError as exc:  # a protocol key among a plain dict's hyperparameters
+                raise LnlError(f"{where}: {exc}") from None
+            if unknown:
+                hint = " (protocol keys go in Recipe(protocol=...))" if unknown & protocol else ""
+                raise LnlError(f"{where}: {unknown_keys('hyperparameter', unknown, names)}{hint}")
 
 
 def build_hparams(cls: type, overrides: dict[str, Any]) -> Any:
@@ -98,8 +252,7 @@ def build_hparams(cls: type, overrides: dict[str, Any]) -> Any:
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - set(names))
     if unknown:
-        raise LnlError(f"unknown hyperparameter(s) {', '.join(unknown)} for {cls.__qualname__}; "
-                       f"known: {', '.join(sorted(names))}")
+        raise LnlError(f"{cls.__qualname__}: {unknown_keys('hyperparameter', unknown, names)}")
     values = {}
     for key, val in overrides.items():
         default = getattr(cls, key, None) if names[key].default is not dataclasses.MISSING else None

@@ -132,9 +132,16 @@ def register_noise(name: str, variant_option: str | None = None, fixed_rate: boo
     return wrap
 
 
-def register_dataset(name: str):
-    """Register a dataset loader ``(spec: DataSpec) -> DatasetInfo``."""
-    return DATASETS.decorator(name)
+def register_dataset(name: str, options: type | None = None):
+    """Register a dataset loader ``(spec: DataSpec) -> DatasetInfo``.
+
+    ``options`` is the loader's :class:`lnlbench.datasets.base.DatasetOptions` subclass: the data options a
+    trial may pass (``--data-opt``), which enter the trial id. A loader without it takes none.
+    """
+    def wrap(fn):
+        fn.options = options
+        return DATASETS.register(name, fn)
+    return wrap
 
 
 def register_model(name: str):

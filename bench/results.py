@@ -4,7 +4,8 @@ The aggregator reads these files and nothing else. Schema ``lnlbench.result/1``:
 
     schema, trial_id, status ("running" | "ok" | "failed"), error ({type, message, traceback} | null),
     config (the TrialConfig), method, dataset, noise {name, options, rate, file, sha256, realized_rate,
-    generated}, seed, preset, hparams, method_flags {uses_clean_data, reconstructed},
+    generated}, seed, preset, recipe {status ("preset" | "default"), missing (the preset key the cell
+    lacks, or null), preset, applied [keys]}, hparams, method_flags {uses_clean_data, reconstructed},
     data {n_train, n_val, n_test, num_classes, image_shape, subset, test_subset, augment, n_clean_val},
     history [{epoch, lr, train_time_s, eval_time_s, test_acc, val_acc?, clean_val_acc?, selection? {precision, recall,
              auc, selected_fraction}, <method's own scalars>}],

@@ -9,7 +9,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -28,6 +28,38 @@ class DataSpec:
     root: Path = field(default_factory=default_data_root)
     data_file: Path | None = None  # an array file in the documented .npz format (any dataset name)
     download: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # the loader's options (see DatasetOptions)
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """Options of a loader that change what it loads, and so the result: trial options in the trial id.
+
+    A loader declares its subclass with ``register_dataset(name, options=...)``; the trial's
+    ``data_options`` are parsed by :meth:`parse` at resolve time (one-line errors) and reach the loader as
+    ``DataSpec.options``. ``cap_option`` names the option that caps the training pool, and
+    :meth:`train_cap` its value (None: the whole training set), so a recipe that needs more images than
+    the pool holds stops before any loading.
+    """
+
+    cap_option: ClassVar[str | None] = None
+
+    @classmethod
+    def parse(cls, dataset: str, given: dict[str, Any]) -> DatasetOptions:
+        """Validate ``given`` against the fields (subclasses convert and check values in ``__post_init__``)."""
+        from lnlbench.errors import unknown_keys
+
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(given) - set(names)
+        if unknown:
+            raise unknown_keys(f"{dataset} data option", unknown, names)
+        return cls(**given)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def train_cap(self) -> int | None:
+        return None
 
 
 @dataclass

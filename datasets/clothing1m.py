@@ -17,15 +17,21 @@ kept the ``images/`` folder (``<root>/clothing1m/images/...``) is found too. ``c
 protocol (DivideMix tests the networks saved at their best validation accuracy).
 
 **Not the full set in memory.** 1M images at 224×224×3 would be 150 GB, so the loader decodes a fixed
-subset at a fixed size, both set by environment variables and written to ``<root>/clothing1m_<S>px_<N>.npz``:
+subset at a fixed size, both set by the trial's data options (``--data-opt KEY=VALUE``; they change the
+result, so they enter the trial id) and written to ``<root>/clothing1m_<S>px_<N>.npz``:
 
-- ``LNLBENCH_CLOTHING1M_SIZE`` (default 224): every image becomes S×S, DivideMix's test view: resize the
-  short side to 8/7·S (256 for 224), centre crop S (torchvision ``Resize`` + ``CenterCrop``, bilinear).
-- ``LNLBENCH_CLOTHING1M_TRAIN`` (default 64000; ``all`` for no cap): the number of training images, drawn
-  once (seed 0) class-balanced by noisy label, at most N/14 per class, as DivideMix draws each epoch's
-  warm-up set of 1000×32×2 = 64,000. DivideMix draws a fresh subset every epoch from the full 1M; here it is
-  fixed. ``train_index`` is each image's line in ``noisy_train_key_list.txt``. If the arrays would not fit in
-  this machine's memory the loader stops before decoding.
+- ``image_size`` (default 224): every image becomes S×S, DivideMix's test view: resize the short side to
+  8/7·S (256 for 224), centre crop S (torchvision ``Resize`` + ``CenterCrop``, bilinear).
+- ``max_train`` (default 64000; ``all`` for no cap): the training pool, drawn once (seed 0) class-balanced
+  by noisy label, at most ⌊N/14⌋ per class (:func:`capped_balanced_pool`), about the size of DivideMix's
+  per-epoch warm-up set of 1000×32×2 = 64,000. DivideMix draws a fresh subset every epoch from the full
+  1M; here the pool is fixed. ``train_index`` is each image's line in ``noisy_train_key_list.txt``. If the
+  arrays would not fit in this machine's memory the loader stops before decoding. A recipe that needs more
+  (ELR+'s 192,000, MLNT's baseline on the full set) stops at resolve time with an error naming
+  ``max_train`` (``lnlbench.config``), rather than silently training on the pool.
+
+The former environment variables ``LNLBENCH_CLOTHING1M_SIZE`` / ``LNLBENCH_CLOTHING1M_TRAIN`` are no longer
+read; a trial stops with a one-line error while one is set, so an old setting cannot be silently ignored.
 
 Augmentation: DivideMix trains on ``Resize(256)`` + ``RandomCrop(224)`` + flip, i.e. shifts of up to ±16
 pixels with real image borders. Stored at S, the engine's random crop uses padding S/14 (16 at 224) and
@@ -39,6 +45,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -46,7 +53,7 @@ from lnlbench.errors import LnlError
 from lnlbench.registry import register_dataset
 
 from .arrayfile import Preset, decode_images, load_named
-from .base import DatasetInfo, DataSpec
+from .base import DatasetInfo, DatasetOptions, DataSpec
 
 CLOTHING1M_CLASSES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker", "Jacket",
                       "Downcoat", "Suit", "Shawl", "Dress", "Vest", "Underwear")
@@ -54,35 +61,48 @@ CLOTHING1M = Preset(mean=(0.6959, 0.6537, 0.6371), std=(0.3113, 0.3192, 0.3214),
                     flip=True, classes=CLOTHING1M_CLASSES)
 VAL_FILE = "clean_val_key_list.txt"  # optional: the clean validation set
 FILES = ("noisy_label_kv.txt", "noisy_train_key_list.txt", "clean_label_kv.txt", "clean_test_key_list.txt")
-SIZE_ENV, TRAIN_ENV = "LNLBENCH_CLOTHING1M_SIZE", "LNLBENCH_CLOTHING1M_TRAIN"
+OLD_ENV = ("LNLBENCH_CLOTHING1M_SIZE", "LNLBENCH_CLOTHING1M_TRAIN")  # replaced by the data options
 
 
 @dataclasses.dataclass(frozen=True)
-class Clothing1MSettings:
-    """Image side and training-set cap (``None``: all), from the environment."""
+class Clothing1MOptions(DatasetOptions):
+    """``image_size`` (S×S pixels) and ``max_train`` (the training pool; ``"all"``: no cap)."""
 
-    size: int = 224
-    max_train: int | None = 64000
+    cap_option: ClassVar[str] = "max_train"
+    image_size: int = 224
+    max_train: int | str = 64000
 
-    @classmethod
-    def from_env(cls) -> Clothing1MSettings:
-        size = _env_int(SIZE_ENV, os.environ.get(SIZE_ENV, "224"))
-        cap = os.environ.get(TRAIN_ENV, "64000").strip().lower()
-        return cls(size=size, max_train=None if cap in ("all", "0") else _env_int(TRAIN_ENV, cap))
+    def __post_init__(self) -> None:
+        for name, new in zip(OLD_ENV, ("image_size", "max_train")):
+            if name in os.environ:
+                raise LnlError(f"{name} is no longer read; unset it and pass --data-opt {new}=... (a trial "
+                               "option, part of the trial id)")
+        size, cap = self.image_size, self.max_train
+        if isinstance(cap, str) and cap.strip().lower() == "all" or cap == 0:
+            object.__setattr__(self, "max_train", "all")
+        elif isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+            raise LnlError(f"clothing1m data option max_train must be a positive number of images or 'all', "
+                           f"got {cap!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+            raise LnlError(f"clothing1m data option image_size must be a whole number of pixels >= 8, "
+                           f"got {size!r}; e.g. --data-opt image_size=224")
+
+    def train_cap(self) -> int | None:
+        return None if self.max_train == "all" else int(self.max_train)
 
     @property
     def cache_name(self) -> str:
-        return f"clothing1m_{self.size}px_{self.max_train or 'all'}.npz"
+        return f"clothing1m_{self.image_size}px_{self.train_cap() or 'all'}.npz"
 
 
-@register_dataset("clothing1m")
+@register_dataset("clothing1m", options=Clothing1MOptions)
 def load_clothing1m(spec: DataSpec) -> DatasetInfo:
     """Clothing1M, 14 classes, real noisy train labels; a capped subset at a fixed size (see module)."""
-    settings = Clothing1MSettings.from_env()
+    settings = Clothing1MOptions.parse(spec.name, spec.options)
     return load_named(spec, CLOTHING1M, spec.root / settings.cache_name, lambda: _build(spec, settings))
 
 
-def _build(spec: DataSpec, settings: Clothing1MSettings) -> DatasetInfo:
+def _build(spec: DataSpec, settings: Clothing1MOptions) -> DatasetInfo:
     folder = spec.root / "clothing1m"
     missing = [f for f in FILES if not (folder / f).is_file()]
     if missing:
@@ -99,20 +119,26 @@ def _build(spec: DataSpec, settings: Clothing1MSettings) -> DatasetInfo:
     val_list = folder / VAL_FILE
     val_keys = _lines(val_list) if val_list.is_file() else []
     y_val = _lookup(val_keys, clean, VAL_FILE, "clean_label_kv.txt") if val_keys else None
-    keep = balanced_subset(y_noisy, settings.max_train, len(CLOTHING1M_CLASSES))
-    _check_memory(len(keep) + len(test_keys) + len(val_keys), settings.size)
+    keep = capped_balanced_pool(y_noisy, settings.train_cap(), len(CLOTHING1M_CLASSES))
+    _check_memory(len(keep) + len(test_keys) + len(val_keys), settings.image_size)
     path_of = _image_paths(folder, train_keys[0])
-    x_train = _decode([path_of(train_keys[i]) for i in keep], settings.size)
-    x_test = _decode([path_of(k) for k in test_keys], settings.size)
-    x_val = _decode([path_of(k) for k in val_keys], settings.size) if val_keys else None
+    x_train = _decode([path_of(train_keys[i]) for i in keep], settings.image_size)
+    x_test = _decode([path_of(k) for k in test_keys], settings.image_size)
+    x_val = _decode([path_of(k) for k in val_keys], settings.image_size) if val_keys else None
     return DatasetInfo(name=spec.name, x_train=x_train, y_train=y_noisy[keep], x_test=x_test, y_test=y_test,
                        classes=list(CLOTHING1M_CLASSES), mean=CLOTHING1M.mean, std=CLOTHING1M.std,
                        y_train_given_noisy=y_noisy[keep], train_index=keep, source=str(folder),
                        x_val=x_val, y_val=y_val)
 
 
-def balanced_subset(labels: np.ndarray, cap: int | None, num_classes: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of at most ``cap`` samples, at most ``cap / num_classes`` per label (DivideMix's rule)."""
+def capped_balanced_pool(labels: np.ndarray, cap: int | None, num_classes: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``cap`` samples, at most ⌊cap / num_classes⌋ per label: the loader's fixed pool.
+
+    Not DivideMix's per-epoch rule (``lnlbench.methods.dividemix.balanced_epoch_sample``), which keeps a
+    sample while its class has fewer than cap/C (so up to ⌈cap/C⌉) and the set fewer than cap, in shuffled
+    order, drawn on the device every epoch: here the pool is drawn once on the host (seed 0), sorted so the
+    cache is stable, and never exceeds ⌊cap/C⌋ per class (63,994 for 64,000 over 14 classes).
+    """
     if cap is None or cap >= len(labels):
         return np.arange(len(labels), dtype=np.int64)
     order = np.random.default_rng(seed).permutation(len(labels))
@@ -162,16 +188,6 @@ def _lines(path: Path) -> list[str]:
     return [s.strip() for s in path.read_text().splitlines() if s.strip()]
 
 
-def _env_int(name: str, value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise LnlError(f"{name}={value!r} is not a positive integer; set it to e.g. 224 or unset it")
-    return n
-
-
 def _check_memory(n: int, size: int) -> None:
     need = n * size * size * 3
     try:
@@ -180,4 +196,4 @@ def _check_memory(n: int, size: int) -> None:
         return
     if need > 0.8 * have:
         raise LnlError(f"clothing1m: {n} images at {size}x{size} need {need / 2**30:.0f} GiB, more than this "
-                       f"machine's memory ({have / 2**30:.0f} GiB); lower {TRAIN_ENV} or {SIZE_ENV}")
+                       f"machine's memory ({have / 2**30:.0f} GiB); lower --data-opt max_train or image_size")

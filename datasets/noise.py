@@ -46,8 +46,8 @@ from lnlbench.errors import LnlError
 from lnlbench.registry import register_noise
 
 from .base import NoiseInfo, NoisyLabels
+from .cifar import CIFAR10_CLASSES
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # source class → target class (methods.md §0.2; DivideMix's dict {9:1, 2:0, 4:7, 3:5, 5:3}).
 CIFAR10_ASYM = {"truck": "automobile", "bird": "airplane", "deer": "horse", "cat": "dog", "dog": "cat"}
 CIFAR100_CLASSES = (

@@ -10,10 +10,12 @@ Recipes (``PRESETS``):
   300 epochs (UNICON's ``Train_TinyImageNet.py`` optimiser, without its semi-supervised parts).
 - ``paper`` Clothing1M: ImageNet-pretrained ResNet-50, SGD lr 0.0008, momentum 0.9, weight decay 1e-3,
   batch 32, 3 epochs, lr ÷10 after epoch 2 (MLNT's ``baseline.py``, which is also MLNT's mentor network).
+  Its epochs run over the full noisy training set (protocol ``train_pool="all"``): under the loader's
+  default 64,000-image pool it stops with an error naming ``--data-opt max_train`` instead of shrinking.
 - ``mini`` (CPU scale): digits with a 2-hidden-layer MLP, long enough at a constant lr that CE memorises
-  the noise (see ../shared/reference/cpu-calibration.md); CIFAR-10: ``lnlbench.hparams.MINI_CIFAR`` (the
-  3-stage small ResNet on 300 images per class without augmentation, constant lr 0.05, 25 epochs, a fixed
-  2,000-image test subset), where CE memorises the noise.
+  the noise (``lnlbench.hparams.DIGITS_MLP``; see ../shared/reference/cpu-calibration.md); CIFAR-10:
+  ``lnlbench.hparams.MINI_CIFAR`` (the 3-stage small ResNet on 300 images per class without augmentation,
+  constant lr 0.05, 25 epochs, a fixed 2,000-image test subset), where CE memorises the noise.
 
 Deviations: none in the loss or the loop. The CIFAR recipe's epoch count is DivideMix's (300); other
 papers train CE for 120–200 epochs with their own schedules — pass ``--epochs``/hyperparameters to match.
@@ -24,25 +26,23 @@ import torch
 import torch.nn.functional as F
 
 from lnlbench.contract import Method, MethodContext
-from lnlbench.hparams import MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import CIFAR_N_CE, DIGITS_MLP, MINI_CIFAR, Recipe, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 _CIFAR = dict(model="preact_resnet18", epochs=300, batch_size=128, lr=0.02, weight_decay=5e-4,
               schedule="step", milestones=(150,))
-_CIFAR_N = dict(model="resnet34", epochs=100, batch_size=128, lr=0.1, weight_decay=5e-4,
-                schedule="step", milestones=(60,))
 PRESETS = {
     "paper": {
         "cifar10": _CIFAR, "cifar100": _CIFAR,
-        "cifar10/cifar10n": _CIFAR_N, "cifar100/cifar100n": _CIFAR_N,
+        "cifar10/cifar10n": CIFAR_N_CE, "cifar100/cifar100n": CIFAR_N_CE,
         "tiny_imagenet": dict(model="preact_resnet18", epochs=300, batch_size=64, lr=0.005,
                               weight_decay=5e-4, schedule="step", milestones=(200,)),
-        "clothing1m": dict(model="resnet50", model_kwargs={"pretrained": True}, epochs=3, batch_size=32,
-                           lr=0.0008, weight_decay=1e-3, schedule="step", milestones=(2,)),
+        "clothing1m": Recipe(  # baseline.py epochs run over the whole noisy training set
+            dict(model="resnet50", model_kwargs={"pretrained": True}, epochs=3, batch_size=32, lr=0.0008,
+                 weight_decay=1e-3, schedule="step", milestones=(2,)), protocol=dict(train_pool="all")),
     },
     "mini": {
-        "digits": dict(model="mlp", epochs=100, batch_size=64, lr=0.05, weight_decay=5e-4,
-                       schedule="constant"),
+        "digits": DIGITS_MLP,
         "cifar10": MINI_CIFAR,
     },
 }

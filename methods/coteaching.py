@@ -26,21 +26,25 @@ kept by at least one network, i.e. used to train a network.
 Recipes (``PRESETS``):
 - ``paper`` CIFAR-10/100 (``main.py``): the 9-layer CNN (``cnn9``), Adam lr 0.001, batch 128, n_epoch 200,
   T_k 10, c 1; from epoch ``epoch_decay_start`` (80; 100 for CIFAR-100) lr decays linearly to 0 at n_epoch
-  and Adam's β₁ switches from 0.9 to 0.1; no augmentation (``ToTensor`` only). The official loop trains
+  and Adam's β₁ switches from 0.9 to 0.1; no augmentation (``ToTensor`` only: the recipe's protocol turns
+  the trial's crop/flip off; ``--augment`` turns it back on). The official loop trains
   epochs 1…199 (its epoch 0 only evaluates the random networks) and indexes both schedules by that epoch,
   so our 0-based epoch e is its epoch e + 1 and the recipe runs ``epochs = 199`` (n_epoch = epochs + 1).
   Paper numbers (last-10 mean; recalled in the reference sheet, not verified against the PDF): CIFAR-10
   sym-50 74.02, pair-45 72.62; CIFAR-100 sym-50 41.37.
-- ``mini`` (CPU scale): digits with the MLP and CIFAR-10 with CE's ``mini`` protocol (``MINI_CIFAR``:
-  ``cnn_small``, 300 images per class, no augmentation — as the paper trains —, 25 epochs), Adam with the
-  same linear decay starting at 40 % of the epochs (80/200 → 10/25), T_k 5.
+- ``mini`` (CPU scale): digits with the MLP, with the digits crop augmentation (protocol ``augment``);
+  CIFAR-10 with CE's ``mini`` protocol (``MINI_CIFAR``: ``cnn_small``, 300 images per class, no
+  augmentation — as the paper trains —, 25 epochs). Adam as the official code builds it (lr 0.001, no
+  weight decay: ``MINI_CIFAR``'s SGD weight decay is not passed on), with the same linear decay starting at
+  40 % of the epochs (80/200 → 10/25), T_k 5.
 
 Deviations:
 - The official loss divides the kept samples' *mean* CE by ``num_remember`` again (``torch.sum(mean)/k``);
   we use the mean over the kept samples. Under Adam (the recipe) a constant loss scale changes nothing but
   the ε term; under ``optimizer="sgd"`` the official scale would shrink the step ~B-fold.
 - Inputs are normalised with the dataset's mean/std (the official code feeds [0, 1] pixels); with a
-  bias + batch norm after the first convolution this is immaterial. ``augment=True`` adds our crop/flip.
+  bias + batch norm after the first convolution this is immaterial. Co-teaching trains on the trial's
+  training transform like every method; its recipes set the protocol's augmentation (off for CIFAR).
 - Test accuracy is network 1's (the official script reports both networks separately);
   ``predict_with="ensemble"`` sums both networks' logits instead.
 - The official forget rate needs the known noise rate; ``"estimate"`` is our noise-blind addition.
@@ -59,7 +63,7 @@ from lnlbench.components import ensemble_logits, forget_rate_schedule, gmm_clean
 from lnlbench.components.selection import minmax
 from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
-from lnlbench.hparams import MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import MINI_CIFAR, Recipe, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 
@@ -78,18 +82,18 @@ class CoteachingHparams(TrainHparams):
     forget_rate: str | float = "noise_rate"  # "noise_rate" (paper, leaks the rate) | "estimate" | a number
     num_gradual: int = 10  # T_k
     exponent: float = 1.0  # c
-    augment: bool = False  # the official CIFAR transform is ToTensor only
     predict_with: str = "net1"  # net1 (official report) | ensemble
 
 
-_CIFAR = {"model": "cnn9", "epochs": 199, "batch_size": 128, "lr": 0.001, "optimizer": "adam",
-          "epoch_decay_start": 80, "num_gradual": 10, "exponent": 1.0, "augment": False}
+_CIFAR = Recipe({"model": "cnn9", "epochs": 199, "batch_size": 128, "lr": 0.001, "optimizer": "adam",
+                 "epoch_decay_start": 80, "num_gradual": 10, "exponent": 1.0},
+                protocol=dict(augment=False))  # the official CIFAR transform is ToTensor only
 PRESETS = {
-    "paper": {"cifar10": _CIFAR, "cifar100": {**_CIFAR, "epoch_decay_start": 100}},
+    "paper": {"cifar10": _CIFAR, "cifar100": _CIFAR.with_hparams(epoch_decay_start=100)},
     "mini": {
-        "digits": {"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.001, "epoch_decay_start": 40,
-                   "num_gradual": 10, "augment": True},
-        "cifar10": {**MINI_CIFAR, "lr": 0.001, "epoch_decay_start": 10, "num_gradual": 5},
+        "digits": Recipe({"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.001, "epoch_decay_start": 40,
+                          "num_gradual": 10}, protocol=dict(augment=True)),
+        "cifar10": MINI_CIFAR.with_hparams(lr=0.001, weight_decay=0.0, epoch_decay_start=10, num_gradual=5),
     },
 }
 
@@ -175,7 +179,7 @@ class Coteaching(Method):
         steps = 0
         for idx in ctx.batches(hp.batch_size, drop_last=True):
             xb = ctx.train.x[idx]
-            x = ctx.augment(xb) if hp.augment else ctx.normalize(xb)
+            x = ctx.augment(xb)  # the trial's training transform (normalise only when the protocol says so)
             y = ctx.train.y[idx]
             with ctx.autocast():
                 logits1, logits2 = self.net1(x), self.net2(x)

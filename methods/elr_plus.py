@@ -27,8 +27,9 @@ Recipes (``PRESETS``), SGD momentum 0.9, mixup α 1, EMA α 0.997 ramped over 40
   soft label y ⊙ q.
 - ``paper`` Clothing1M (``config_clothing1m.json``): ImageNet-pretrained ResNet-50 ×2, lr 0.002, weight
   decay 1e-3, batch 64, 15 epochs, lr ×0.1 at 7, β 0.7, λ 3, EMA α 0.999 with ``ema_update`` false; the
-  official loader trains on a fixed class-balanced subset of 3000 × 64 images, here ``subset`` = 13,714
-  per class (192,000 / 14).
+  official loader trains on a fixed class-balanced subset of 3000 × 64 images, here the protocol's
+  ``subset`` = 13,714 per class (192,000 / 14) from a pool of at least 192,000 (``train_pool``): under the
+  loader's default 64,000-image pool the trial stops with an error naming ``--data-opt max_train``.
   Published: CIFAR-10 S50 94.8, S80 93.3, A40 93.0; CIFAR-100 S50 73.6 [paper, not verified]; Clothing1M
   74.81 [README].
 - ``mini`` (CPU scale): CE's ``mini`` optimiser and schedule (digits: MLP, SGD lr 0.05 constant, 100
@@ -59,7 +60,7 @@ import torch.nn.functional as F
 
 from lnlbench.components import ModelEMA, ensemble_logits, mixup, sigmoid_rampup, soft_cross_entropy
 from lnlbench.contract import Method, MethodContext
-from lnlbench.hparams import MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, Recipe, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 
@@ -116,16 +117,16 @@ PRESETS = {
         "cifar10/asymmetric": {"beta": 0.9, "lam": 1.0},
         "cifar100": {**_CIFAR, "epochs": 250, "milestones": (200,), "beta": 0.9, "lam": 7.0,
                      "coef_step": 40000, "label_times_target": True},
-        "clothing1m": {"model": "resnet50", "model_kwargs": {"pretrained": True}, "epochs": 15,
-                       "batch_size": 64, "lr": 0.002, "momentum": 0.9, "weight_decay": 1e-3,
-                       "schedule": "step", "milestones": (7,), "gamma": 0.1, "beta": 0.7, "lam": 3.0,
-                       "coef_step": 0, "mixup_alpha": 1.0, "ema_alpha": 0.999, "ema_update": False,
-                       "subset": 13714},
+        "clothing1m": Recipe(
+            {"model": "resnet50", "model_kwargs": {"pretrained": True}, "epochs": 15, "batch_size": 64,
+             "lr": 0.002, "momentum": 0.9, "weight_decay": 1e-3, "schedule": "step", "milestones": (7,),
+             "gamma": 0.1, "beta": 0.7, "lam": 3.0, "coef_step": 0, "mixup_alpha": 1.0, "ema_alpha": 0.999,
+             "ema_update": False},
+            protocol=dict(subset=13714, train_pool=192000)),  # 3000 batches × 64, 13,714 per class
     },
     "mini": {
-        "digits": {"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4,
-                   "schedule": "constant", "beta": 0.7, "lam": 3.0, "ema_step": 1100},
-        "cifar10": {**MINI_CIFAR, "beta": 0.7, "lam": 3.0, "ema_step": 300},
+        "digits": DIGITS_MLP | {"beta": 0.7, "lam": 3.0, "ema_step": 1100},
+        "cifar10": MINI_CIFAR.with_hparams(beta=0.7, lam=3.0, ema_step=300),
     },
 }
 

@@ -19,7 +19,8 @@ Recipes (``PRESETS``):
 - ``paper`` CIFAR-N (cifar10n / cifar100n noise): no published GCE recipe; the CIFAR-N CE recipe (ResNet-34,
   lr 0.1, 100 epochs, ÷10 at 60, wd 5e-4), pruning from the first lr decay (60) as the reference does.
 - ``mini``: CE's ``mini`` recipe (same net, optimiser, schedule) with q = 0.7, k = 0.5; digits prunes every
-  10 epochs from 40 (of 100, as the paper's 40 of 120); CIFAR-10 every 5 from 10 (of 30).
+  10 epochs from 40 (of 100, as the paper's 40 of 120); CIFAR-10 (``MINI_CIFAR``, 25 epochs) every 4 from 8,
+  i.e. before 1-based epochs 8, 12, 16, 20 and 24.
 
 Deviations:
 - Pruning uses the current network (the state after the previous epoch). The reference loads the
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 
 from lnlbench.components import per_sample_loss
 from lnlbench.contract import Method, MethodContext
-from lnlbench.hparams import MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import CIFAR_N_CE, DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 
@@ -62,8 +63,7 @@ class GCEHparams(TrainHparams):
     prune_batch_size: int = 1024  # batch of the no-grad pass that updates the weights
 
 
-_CIFAR_N = {"model": "resnet34", "epochs": 100, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4,
-            "schedule": "step", "milestones": (60,), "start_prune": 60}
+_CIFAR_N = CIFAR_N_CE | {"start_prune": 60}
 PRESETS = {
     "paper": {
         "cifar10": {"model": "resnet34", "epochs": 120, "lr": 0.01, "weight_decay": 1e-4,
@@ -74,9 +74,8 @@ PRESETS = {
         "cifar100/cifar100n": _CIFAR_N,
     },
     "mini": {
-        "digits": {"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4,
-                   "schedule": "constant", "start_prune": 40, "prune_every": 10},
-        "cifar10": {**MINI_CIFAR, "start_prune": 8, "prune_every": 4},
+        "digits": DIGITS_MLP | {"start_prune": 40, "prune_every": 10},
+        "cifar10": MINI_CIFAR.with_hparams(start_prune=8, prune_every=4),
     },
 }
 

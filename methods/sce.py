@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from lnlbench.components import clipped_step
 from lnlbench.contract import Method, MethodContext
-from lnlbench.hparams import MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import CIFAR_N_CE, DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 
@@ -63,20 +63,17 @@ class SCEHparams(TrainHparams):
     grad_bound: float = 5.0  # clip_grad_norm_ bound; ≤ 0 turns clipping off
 
 
-_CIFAR_N = {"model": "resnet34", "epochs": 100, "batch_size": 128, "lr": 0.1, "nesterov": False,
-            "weight_decay": 5e-4, "schedule": "step", "milestones": (60,)}
 PRESETS = {
     "paper": {
         "cifar10": {"model": "sce_cnn", "epochs": 120, "lr": 0.01, "weight_decay": 1e-2,
                     "milestones": (40, 80), "alpha": 0.1, "beta": 1.0},
         "cifar100": {"model": "resnet34", "epochs": 150, "lr": 0.01, "weight_decay": 1e-2,
                      "milestones": (40, 80), "alpha": 6.0, "beta": 0.1},
-        "cifar10/cifar10n": _CIFAR_N,
-        "cifar100/cifar100n": _CIFAR_N,
+        "cifar10/cifar10n": CIFAR_N_CE,
+        "cifar100/cifar100n": CIFAR_N_CE,
     },
     "mini": {
-        "digits": {"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.05, "nesterov": False,
-                   "weight_decay": 5e-4, "schedule": "constant"},
+        "digits": DIGITS_MLP,
         "cifar10": MINI_CIFAR,
     },
 }

@@ -37,6 +37,11 @@ def test_trial_prints_one_summary_line(tmp_path, capsys):
     (["trial", "--method", "dividemx", "--rate", "0.2"], "unknown method 'dividemx'"),
     (["trial", "--rate", "1.5"], "noise rate must be in [0, 1)"),
     (["trial", "--noise", "cifar10n", "--rate", "0.2"], "fixes the rate"),
+    (["trial", "--method", "elr_plus", "--dataset", "clothing1m", "--noise", "given"],
+     "capped at 64,000 by the data option max_train; pass --data-opt max_train=192000"),
+    (["trial", "--dataset", "clothing1m", "--noise", "given", "--subset", "5", "--data-opt", "image_size=big"],
+     "image_size must be a whole number"),
+    (["trial", "--rate", "0.2", "--data-opt", "image_size=8"], "dataset 'digits' takes no data options"),
 ])
 def test_bad_input_is_one_line(argv, match, capsys, tmp_path):
     assert main(argv + ["--out", str(tmp_path)]) == 2

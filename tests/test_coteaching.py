@@ -1,6 +1,8 @@
 """What is unique to Co-teaching: the kept fraction follows R(T), the exchange, τ's source, the Adam plan."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -90,3 +92,28 @@ def test_adam_plan_matches_the_official_alpha_and_beta1_plans():
         group = m.optimizer1.param_groups[0]
         assert group["lr"] == pytest.approx(lr) and group["betas"] == ((0.1 if j >= 80 else 0.9), 0.999)
     assert m.current_lr() == pytest.approx(0.001 / 120)
+
+
+def test_digits_mini_recipe_really_augments_and_cifar_does_not(monkeypatch):
+    """The digits ``mini`` recipe trains with crop augmentation (its ``augment: True`` was once dropped)."""
+    from lnlbench.config import TrialConfig, resolve
+
+    t = resolve(TrialConfig(method="coteaching", dataset="digits", noise="symmetric", rate=0.2))
+    assert t.augment is True
+    m = _method(**{k: v for k, v in dataclasses.asdict(t.hparams).items() if k not in ("model_kwargs", "epochs")})
+    calls = []
+    monkeypatch.setattr(m.ctx, "augment", lambda x: calls.append(len(x)) or m.ctx.normalize(x))
+    m.train_epoch(0)
+    assert calls and sum(calls) == 64  # every training batch went through the trial's training transform
+    for preset, dataset in (("paper", "cifar10"), ("paper", "cifar100"), ("mini", "cifar10")):
+        t = resolve(TrialConfig(method="coteaching", dataset=dataset, noise="symmetric", rate=0.5, preset=preset))
+        assert t.augment is False, (preset, dataset)  # official: ToTensor only
+
+
+def test_mini_cifar_recipe_passes_no_weight_decay_to_adam():
+    from lnlbench.config import TrialConfig, resolve
+
+    t = resolve(TrialConfig(method="coteaching", dataset="cifar10", noise="symmetric", rate=0.5, preset="mini"))
+    assert t.hparams.optimizer == "adam" and t.hparams.weight_decay == 0.0  # official Adam: no weight decay
+    m = _method(weight_decay=t.hparams.weight_decay)
+    assert m.optimizer1.param_groups[0]["weight_decay"] == 0.0

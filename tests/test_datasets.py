@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lnlbench.config import TrialConfig, resolve
 from lnlbench.datasets import DatasetInfo, DataSpec
 from lnlbench.datasets.arrayfile import channel_stats, load_array_file, save_array_file
 from lnlbench.datasets.cifar import CIFAR10_CLASSES
-from lnlbench.datasets.clothing1m import CLOTHING1M_CLASSES, balanced_subset
+from lnlbench.datasets.clothing1m import CLOTHING1M_CLASSES, capped_balanced_pool
 from lnlbench.errors import LnlError
 from lnlbench.registry import DATASETS
 
@@ -129,10 +130,8 @@ def _spec(name: str, write: Callable[[Path], object], trust: bool = False) -> Ca
 
 
 def _spec_clothing(tmp: Path, mp: pytest.MonkeyPatch) -> DataSpec:
-    mp.setenv("LNLBENCH_CLOTHING1M_SIZE", "16")
-    mp.setenv("LNLBENCH_CLOTHING1M_TRAIN", "all")
     write_clothing1m(tmp)
-    return DataSpec("clothing1m", root=tmp)
+    return DataSpec("clothing1m", root=tmp, options={"image_size": 16, "max_train": "all"})
 
 
 # One entry per registered dataset: a new loader must bring the small files it reads.
@@ -360,9 +359,8 @@ def test_tiny_imagenet_folder_layout(tmp_path: Path) -> None:
 @pytest.mark.parametrize("prefix", ["", "images/"])
 def test_clothing1m_noisy_labels_and_cap(prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wrote = write_clothing1m(tmp_path, prefix=prefix)
-    monkeypatch.setenv("LNLBENCH_CLOTHING1M_SIZE", "14")
-    monkeypatch.setenv("LNLBENCH_CLOTHING1M_TRAIN", "14")
-    info = DATASETS.get("clothing1m")(DataSpec("clothing1m", root=tmp_path))
+    info = DATASETS.get("clothing1m")(DataSpec("clothing1m", root=tmp_path,
+                                               options={"image_size": 14, "max_train": 14}))
     check_invariants(info)
     assert info.x_train.shape == (14, 14, 14, 3) and info.classes == list(CLOTHING1M_CLASSES)
     assert sorted(info.y_train.tolist()) == list(range(14))  # one per class: class-balanced cap
@@ -375,28 +373,53 @@ def test_clothing1m_noisy_labels_and_cap(prefix: str, tmp_path: Path, monkeypatc
 
 def test_clothing1m_clean_validation_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wrote = write_clothing1m(tmp_path, val=True)
-    monkeypatch.setenv("LNLBENCH_CLOTHING1M_SIZE", "14")
-    info = DATASETS.get("clothing1m")(DataSpec("clothing1m", root=tmp_path))
+    spec = DataSpec("clothing1m", root=tmp_path, options={"image_size": 14})
+    info = DATASETS.get("clothing1m")(spec)
     assert info.x_val.shape == (3, 14, 14, 3)
     np.testing.assert_array_equal(info.y_val, wrote["y_val"])
     np.testing.assert_allclose(info.x_val.mean((1, 2, 3)), 15.0 * info.y_val, atol=2)
-    again = DATASETS.get("clothing1m")(DataSpec("clothing1m", root=tmp_path))  # from the array-file cache
+    again = DATASETS.get("clothing1m")(spec)  # from the array-file cache
     np.testing.assert_array_equal(again.x_val, info.x_val)
     np.testing.assert_array_equal(again.y_val, info.y_val)
     assert info.select_train(np.arange(5)).x_val is info.x_val
 
 
-def test_clothing1m_bad_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LNLBENCH_CLOTHING1M_SIZE", "big")
-    with pytest.raises(LnlError, match="LNLBENCH_CLOTHING1M_SIZE"):
+@pytest.mark.parametrize("options,match", [({"image_size": "big"}, "image_size must be"),
+                                           ({"max_train": -3}, "max_train must be"),
+                                           ({"imagesize": 32}, "did you mean 'image_size'")])
+def test_clothing1m_bad_setting(options: dict, match: str, tmp_path: Path) -> None:
+    for fn in (lambda: DATASETS.get("clothing1m")(DataSpec("clothing1m", root=tmp_path, options=options)),
+               lambda: resolve(TrialConfig(method="ce", dataset="clothing1m", noise="given", data_options=options,
+                                           subset=5))):
+        with pytest.raises(LnlError, match=match) as err:
+            fn()
+        assert "\n" not in str(err.value)
+
+
+def test_clothing1m_old_environment_variables_are_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LNLBENCH_CLOTHING1M_SIZE", "112")  # once read silently; now a trial option
+    with pytest.raises(LnlError, match="no longer read.*--data-opt image_size"):
         DATASETS.get("clothing1m")(DataSpec("clothing1m", root=tmp_path))
 
 
-def test_balanced_subset() -> None:
+def test_clothing1m_options_enter_the_trial_id() -> None:
+    cfg = dict(method="dividemix", dataset="clothing1m", noise="given")
+    base = resolve(TrialConfig(**cfg))
+    assert base.data_options == {"image_size": 224, "max_train": 64000}
+    small = resolve(TrialConfig(**cfg, data_options={"image_size": 112}))
+    more = resolve(TrialConfig(**cfg, data_options={"max_train": 128000}))
+    assert len({base.trial_id, small.trial_id, more.trial_id}) == 3
+    assert resolve(TrialConfig(**cfg, data_options={"image_size": 224})).trial_id == base.trial_id
+    assert resolve(TrialConfig(**cfg, data_options={"max_train": 0})).data_options["max_train"] == "all"
+    with pytest.raises(LnlError, match="takes no data options"):
+        resolve(TrialConfig(method="ce", dataset="digits", rate=0.2, data_options={"image_size": 8}))
+
+
+def test_capped_balanced_pool() -> None:
     labels = np.array([0] * 50 + [1] * 5 + [2] * 45)
-    keep = balanced_subset(labels, 30, 3)
+    keep = capped_balanced_pool(labels, 30, 3)
     assert np.bincount(labels[keep]).tolist() == [10, 5, 10] and np.all(np.diff(keep) > 0)
-    assert balanced_subset(labels, None, 3).tolist() == list(range(100))
+    assert capped_balanced_pool(labels, None, 3).tolist() == list(range(100))
 
 
 # --- Real data (optional) --------------------------------------------------------------------------------

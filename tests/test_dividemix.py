@@ -141,10 +141,10 @@ def test_loss_history_averages_normalised_losses(monkeypatch):
     assert torch.allclose(fed[0], first) and torch.allclose(fed[1], (first + second) / 2)
 
 
-def test_balanced_subset_matches_the_greedy_loader():
+def test_balanced_epoch_sample_matches_the_greedy_loader():
     y = torch.tensor([0, 0, 0, 0, 1, 1, 2, 0, 1, 2, 2, 2])
     g = torch.Generator().manual_seed(1)
-    got = dm.balanced_subset(y, 6, 3, g)
+    got = dm.balanced_epoch_sample(y, 6, 3, g)
     order = torch.randperm(12, generator=torch.Generator().manual_seed(1)).tolist()
     counts, ref = [0, 0, 0], []
     for i in order:  # dataloader_clothing1M.py: class_num[label] < n/C and len < n
@@ -178,3 +178,25 @@ def test_resume_after_warm_up_equals_uninterrupted(tmp_path, hist):
     c = run_trial(cfg("c"))
     strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in h]
     assert strip(c["history"]) == strip(a["history"])
+
+
+def test_paper_table_covers_table6_and_reports_the_rest():
+    """symmetric_exclusive (Table 6) uses Table 1's rows by rate; instance, CIFAR-N, other rates: defaults."""
+    from lnlbench.config import TrialConfig, resolve
+
+    def trial(dataset, noise, rate):
+        return resolve(TrialConfig(method="dividemix", dataset=dataset, noise=noise, rate=rate))
+    assert [trial("cifar100", "symmetric_exclusive", r).hparams.lambda_u for r in (0.2, 0.5, 0.8)] == [25, 150, 150]
+    h = trial("cifar100", "symmetric_exclusive", 0.9).hparams
+    assert (h.lambda_u, h.p_threshold, h.loss_history) == (150, 0.6, 5)
+    assert trial("cifar10", "symmetric_exclusive", 0.2).hparams.lambda_u == 0
+    t = trial("cifar100", "symmetric_exclusive", 0.8)
+    assert t.recipe["status"] == "preset" and t.recipe["applied"][-1] == "cifar100/symmetric_exclusive@0.8"
+    for dataset, noise, rate, missing in [("cifar100", "instance", 0.4, "cifar100/instance@0.4"),
+                                          ("cifar10", "cifar10n:worst", None, "cifar10/cifar10n"),
+                                          ("cifar100", "asymmetric", 0.4, "cifar100/asymmetric@0.4"),
+                                          ("cifar10", "symmetric", 0.4, "cifar10/symmetric@0.4")]:
+        t = trial(dataset, noise, rate)
+        assert (t.recipe["status"], t.recipe["missing"]) == ("default", missing)
+        assert t.hparams.lambda_u == 25.0 and t.hparams.p_threshold == 0.5  # what "default" means
+    assert trial("cifar10", "asymmetric:elr", 0.4).recipe["status"] == "preset"

@@ -17,7 +17,7 @@ from lnlbench.errors import LnlError
 FAST = dict(method="ce", dataset="digits", noise="symmetric", rate=0.4, seed=0, epochs=2, subset=20)
 
 TOP_KEYS = {"schema", "trial_id", "status", "error", "config", "method", "dataset", "noise", "seed",
-            "preset", "hparams", "method_flags", "data", "history", "best_acc", "best_epoch", "last_acc",
+            "preset", "recipe", "hparams", "method_flags", "data", "history", "best_acc", "best_epoch", "last_acc",
             "final_acc", "selected_acc", "epochs_done", "wall_time_s", "device", "device_name",
             "device_hours", "versions", "git_commit", "host", "started_at", "finished_at"}
 
@@ -176,7 +176,8 @@ def test_cifar_mini_preset_sets_the_trial_protocol(tmp_path):
     from lnlbench.hparams import MINI_CIFAR
 
     t = resolve(TrialConfig(method="ce", dataset="cifar10", noise="symmetric", rate=0.5, preset="mini"))
-    assert (t.subset, t.test_subset, t.augment) == (MINI_CIFAR["subset"], MINI_CIFAR["test_subset"], False)
+    p = MINI_CIFAR.protocol
+    assert (t.subset, t.test_subset, t.augment) == (p.subset, p.test_subset, False) == (300, 200, False)
     t = resolve(TrialConfig(method="ce", dataset="cifar10", noise="symmetric", rate=0.5, preset="mini",
                             augment=True, test_subset=None))
     assert t.augment  # the user's choice wins over the preset's

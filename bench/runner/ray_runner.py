@@ -97,14 +97,17 @@ def cluster_nodes() -> list[dict[str, float]]:
 
 def share_datasets(cells: list[Cell]) -> dict[str, Any]:
     """Load every distinct dataset of the grid once and put it in the object store."""
+    from lnlbench.config import parse_data_options
     from lnlbench.data import load_dataset
 
     refs: dict[str, Any] = {}
     for cell in cells:
         c = cell.config
-        key = worker.dataset_key(c["dataset"], c["data_root"], c["data_file"])
+        parsed = parse_data_options(c["dataset"], c.get("data_options") or {})
+        opts = parsed.to_dict() if parsed is not None else None  # complete, as prepare() passes them
+        key = worker.dataset_key(c["dataset"], c["data_root"], c["data_file"], opts)
         if key not in refs:
-            refs[key] = ray.put(load_dataset(c["dataset"], c["data_root"], c["data_file"], c["download"]))
+            refs[key] = ray.put(load_dataset(c["dataset"], c["data_root"], c["data_file"], c["download"], opts))
     return refs
 
 

@@ -164,9 +164,9 @@ def epoch_hook(report: Report, ckpt_cls: type | None, run: dict[str, Any], trial
 
 
 # -- shared data ---------------------------------------------------------------------------------------
-def dataset_key(name: str, data_root: str | None, data_file: str | None) -> str:
+def dataset_key(name: str, data_root: str | None, data_file: str | None, options: dict | None = None) -> str:
     """Which loaded dataset a cell uses (the arguments of ``lnlbench.data.load_dataset``)."""
-    return json.dumps([name, data_root, data_file])
+    return json.dumps([name, data_root, data_file] + ([options] if options else []), sort_keys=True)
 
 
 @contextlib.contextmanager
@@ -185,10 +185,11 @@ def shared_datasets(refs: dict[str, Any] | None) -> Iterator[None]:
 
     original = data_module.load_dataset
 
-    def load(name: str, data_root: str | None = None, data_file: str | None = None, download: bool = False):
-        ref = refs.get(dataset_key(name, data_root, data_file))
+    def load(name: str, data_root: str | None = None, data_file: str | None = None, download: bool = False,
+             options: dict | None = None):
+        ref = refs.get(dataset_key(name, data_root, data_file, options))
         if ref is None:
-            return original(name, data_root, data_file, download)
+            return original(name, data_root, data_file, download, options)
         info = ray.get(ref)
         labels = {f.name: getattr(info, f.name).copy() for f in dataclasses.fields(info)
                   if f.name.startswith("y_") and getattr(info, f.name) is not None}
