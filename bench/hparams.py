@@ -155,7 +155,20 @@ def lr_at(epoch: int, hp: TrainHparams) -> float:
         return hp.lr * hp.gamma ** sum(epoch >= m for m in hp.milestones)
     if hp.schedule == "cosine":
         return hp.eta_min + 0.5 * (hp.lr - hp.eta_min) * (1 + math.cos(math.pi * epoch / max(1, hp.epochs)))
-    raise LnlError(f"unknown lr schedule '{hp.schedule}'; use step, cosine or constant")
+    if hp.schedule == "cosine_restarts" and hasattr(hp, "restart_period"):
+        return warm_restart_lr(epoch, hp.lr, hp.eta_min, hp.restart_period)
+    raise LnlError(f"unknown lr schedule '{hp.schedule}'; use step, cosine or constant (cosine_restarts "
+                   f"for methods with a restart_period)")
+
+
+def warm_restart_lr(epoch: int, lr: float, eta_min: float, period: int) -> float:
+    """torch's ``CosineAnnealingWarmRestarts(T_0=period, T_mult=1, eta_min)`` stepped once per epoch.
+
+    Epoch e (0-based) trains at T_cur = e mod period: lr at the first epoch of each cycle, the cycle's
+    minimum (just above eta_min) at its last. A method using it declares ``restart_period`` (ELR, CAR).
+    """
+    t = (epoch % max(1, int(period))) / max(1, int(period))
+    return eta_min + 0.5 * (lr - eta_min) * (1 + math.cos(math.pi * t))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

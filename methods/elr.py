@@ -31,14 +31,12 @@ Deviations:
   split is the harness's (``val_fraction``), not the method's.
 - The official code has no warm-up (``warmup: 0``) and starts updating targets at once (``begin: 0``);
   neither is an option here.
-- ``schedule="cosine_restarts"`` (T_0 = ``restart_period``, T_mult 1, floor ``eta_min``) is implemented in
-  this file, since lnlbench.hparams has no warm-restart schedule; ``step``/``cosine``/``constant`` come
-  from lnlbench.hparams.
+- ``schedule="cosine_restarts"`` (T_0 = ``restart_period``, T_mult 1, floor ``eta_min``) is
+  ``lnlbench.hparams.warm_restart_lr``, shared with CAR.
 - Targets live on the device as an (N, C) float32 tensor in the checkpoint; none otherwise.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -68,10 +66,7 @@ class ELRHparams(TrainHparams):
 
 def elr_lr(epoch: int, hp: ELRHparams) -> float:
     """lr of a 0-based epoch: warm restarts as torch's CosineAnnealingWarmRestarts stepped per epoch."""
-    if hp.schedule != "cosine_restarts":
-        return lr_at(epoch, hp)
-    t = (epoch % hp.restart_period) / hp.restart_period
-    return hp.eta_min + 0.5 * (hp.lr - hp.eta_min) * (1 + math.cos(math.pi * t))
+    return lr_at(epoch, hp)  # lnlbench.hparams implements cosine_restarts for hparams with restart_period
 
 
 def elr_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor,
