@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from lnlbench.components import AuxHeadNet, require_features
 from lnlbench.contract import Method, MethodContext
-from lnlbench.hparams import MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, as_recipe, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 RECONSTRUCTION = "reconstructed from MacLLL/NAL; the paper's equations were not verified"
@@ -81,12 +81,17 @@ class CARHparams(TrainHparams):
     label_floor: float = 1e-4  # targets are clamped to [label_floor, 1] ("A = −4")
 
 
-_MINI_DIGITS = {"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4,
-                "schedule": "constant", "es": 20, "update_every": 10}
 PRESETS = {
     "paper": {"cifar10": {}, "cifar100": {}},  # the class defaults (train_cifar.py), every noise
-    "mini": {"digits": _MINI_DIGITS, "cifar10": {**MINI_CIFAR, "es": 5, "update_every": 5}},
+    "mini": {"digits": DIGITS_MLP | {"es": 20, "update_every": 10},
+             "cifar10": MINI_CIFAR.with_hparams(es=5, update_every=5)},
 }
+
+
+def _with_beta(entry, beta: float):
+    """A preset entry with β set (CAR+aux), a Recipe or a plain dict alike."""
+    recipe = as_recipe(entry)
+    return recipe.with_hparams(beta=beta)
 
 
 def confidence(conf_logit: torch.Tensor) -> torch.Tensor:
@@ -190,6 +195,6 @@ class CAR(Method):
 class CARAux(CAR):
     """CAR with the auxiliary reverse-CE term, β = 0.1 (the released real-world scripts' value)."""
 
-    PRESETS = {name: {key: {**over, "beta": 0.1} for key, over in table.items()}
+    PRESETS = {name: {key: _with_beta(entry, 0.1) for key, entry in table.items()}
                for name, table in PRESETS.items()}
     display_name = "CAR+aux"

@@ -13,7 +13,7 @@ from lnlbench.components import require_features
 from lnlbench.config import TrialConfig
 from lnlbench.engine import run_trial
 from lnlbench.errors import LnlError
-from lnlbench.hparams import build_hparams, lr_at
+from lnlbench.hparams import as_recipe, build_hparams, lr_at
 from lnlbench.methods.car import (
     CAR,
     CARAux,
@@ -133,5 +133,6 @@ def test_backbone_without_features_is_a_one_line_error():
 
 def test_car_aux_is_beta_point_one_and_car_is_flagged():
     assert CAR.reconstructed and "MacLLL/NAL" in CAR.reconstruction
-    assert all(over["beta"] == 0.1 for table in CARAux.PRESETS.values() for over in table.values())
+    assert all(as_recipe(e).hparams["beta"] == 0.1 for table in CARAux.PRESETS.values() for e in table.values())
+    assert as_recipe(CARAux.PRESETS["mini"]["cifar10"]).protocol == as_recipe(CAR.PRESETS["mini"]["cifar10"]).protocol
     assert confidence(torch.tensor([-1e4, 1e4])).min() > 0
