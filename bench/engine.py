@@ -31,6 +31,7 @@ from .contract import MethodContext, TrainSet
 from .data import TrialData, prepare
 from .distributed import Dist, modules_of
 from .errors import LnlError
+from .files import atomic_write
 from .metrics import score_selection
 from .results import SCHEMA, git_commit, host, summarize, versions, write_json
 
@@ -120,9 +121,7 @@ class _Trial:
                  "history": json.dumps(self.history), "elapsed": self.elapsed, "rng": ranks[0]}
         if self.dist.active:
             state["rank_rng"] = ranks
-        tmp = self.ckpt_path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.ckpt_path)
+        atomic_write(self.ckpt_path, lambda f: torch.save(state, f))
 
     def load_checkpoint(self) -> int:
         """Restore from the trial's checkpoint; returns the next epoch to run (0 without one)."""

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import platform
 import socket
 import subprocess
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .files import atomic_write
 
 SCHEMA = "lnlbench.result/1"
 LAST_K = 10  # "last" accuracy = mean over the last K epochs (DivideMix's convention)
@@ -88,11 +88,7 @@ def host() -> str:
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".result.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1, default=_json_default)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(payload, indent=1, default=_json_default))
 
 
 def _json_default(obj: Any) -> Any:

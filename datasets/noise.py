@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from lnlbench.errors import LnlError
+from lnlbench.errors import LnlError, unknown_keys
 from lnlbench.registry import register_noise
 
 from .base import NoiseInfo, NoisyLabels
@@ -87,8 +87,7 @@ def read_options(noise: str, info: NoiseInfo, defaults: dict[str, Any]) -> dict[
     given = dict(info.options or {})
     unknown = sorted(set(given) - set(defaults))
     if unknown:
-        allowed = ", ".join(sorted(defaults)) or "none"
-        raise LnlError(f"unknown option(s) {', '.join(unknown)} for noise '{noise}'; allowed: {allowed}")
+        raise LnlError(f"noise '{noise}': {unknown_keys('option', unknown, defaults)}")
     return {**defaults, **given}
 
 

@@ -29,6 +29,7 @@ import ray.tune
 import yaml
 
 from lnlbench.errors import LnlError
+from lnlbench.files import atomic_write
 
 from . import worker
 from .resources import Resources, check_fit, concurrency
@@ -119,12 +120,8 @@ def write_manifest(spec: GridSpec, cells: list[Cell]) -> None:
         write_text(f"{spec.storage}/grid.yaml", grid)
         write_text(f"{spec.storage}/cells.json", table)
         return
-    run = Path(spec.storage)
-    run.mkdir(parents=True, exist_ok=True)
     for name, text in (("grid.yaml", grid), ("cells.json", table)):
-        tmp = run / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(text)
-        tmp.replace(run / name)
+        atomic_write(Path(spec.storage) / name, text)
 
 
 def experiment_name(spec: GridSpec, cells: list[Cell]) -> str:

@@ -52,6 +52,7 @@ import ray.tune
 import torch
 
 from lnlbench.engine import run_trial
+from lnlbench.files import atomic_write
 
 CKPT_FILE = "checkpoint.pt"
 CKPT_META = "lnlbench_checkpoint.json"
@@ -105,10 +106,8 @@ def restore_checkpoint(ckpt: ray.train.Checkpoint | None, folder: Path) -> None:
         return
     with ckpt.as_directory() as src:
         if (Path(src) / CKPT_FILE).exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f"{CKPT_FILE}.restore.tmp"
-            shutil.copy2(Path(src) / CKPT_FILE, tmp)
-            tmp.replace(folder / CKPT_FILE)
+            with open(Path(src) / CKPT_FILE, "rb") as f:
+                atomic_write(folder / CKPT_FILE, lambda out: shutil.copyfileobj(f, out))
 
 
 def maybe_fault(run: dict[str, Any], trial_id: str) -> None:
