@@ -33,7 +33,17 @@ from .distributed import Dist, modules_of
 from .errors import LnlError
 from .files import atomic_write
 from .metrics import score_selection
-from .results import SCHEMA, git_commit, host, summarize, versions, write_json
+from .results import (
+    SCHEMA,
+    DataFields,
+    NoiseFields,
+    TrialResult,
+    git_commit,
+    host,
+    summarize,
+    versions,
+    write_json,
+)
 
 EpochHook = Callable[[int, dict[str, Any], Path], None]
 
@@ -70,7 +80,6 @@ class _Trial:
         self.started_at = _now()
         self.data: TrialData | None = None
         self.device = pick_device(self.cfg.device)
-        self.attempts = 1
         self.dist = Dist()
 
     # -- setup -------------------------------------------------------------------------------------
@@ -231,27 +240,23 @@ class _Trial:
             return {"schema": SCHEMA, "trial_id": t.trial_id, "status": status, "error": error,
                     "rank": self.dist.rank, "world_size": self.dist.world}
         dev_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
-        result: dict[str, Any] = {
-            "schema": SCHEMA, "trial_id": t.trial_id, "status": status, "error": error,
-            "config": t.config.to_dict(), "method": t.config.method, "dataset": t.config.dataset,
-            "noise": {"name": t.noise_name, "options": t.noise_options, "rate": t.config.rate,
-                      **(d.noise.to_dict() if d else {})},
-            "seed": t.config.seed, "preset": t.preset, "hparams": asdict(t.hparams),
-            "method_flags": {"uses_clean_data": t.method_cls.uses_clean_data,
-                             "reconstructed": t.method_cls.reconstructed},
-            "data": None if d is None else {
-                "n_train": int(len(d.train_idx)), "n_val": int(len(d.val_idx)),
-                "n_test": int(len(d.info.y_test)), "num_classes": d.info.num_classes,
-                "image_shape": list(d.info.image_shape), "subset": t.subset, "source": d.info.source,
-                "test_subset": t.test_subset, "augment": t.augment,
-                "n_clean_val": 0 if d.info.y_val is None else int(len(d.info.y_val)),
-                "transition": np.round(d.transition, 6).tolist()},
-            "history": self.history, **summarize(self.history),
-            "wall_time_s": self.elapsed, "device": str(self.device), "device_name": dev_name,
-            "device_hours": self.elapsed / 3600.0, "versions": versions(), "git_commit": git_commit(),
-            "host": host(), "started_at": self.started_at,
-            "finished_at": _now() if status != "running" else None,
-        }
+        noise = NoiseFields(name=t.noise_name, options=t.noise_options, rate=t.config.rate,
+                            **(d.noise.to_dict() if d else {}))
+        data = None if d is None else DataFields(
+            n_train=int(len(d.train_idx)), n_val=int(len(d.val_idx)), n_test=int(len(d.info.y_test)),
+            num_classes=d.info.num_classes, image_shape=list(d.info.image_shape), subset=t.subset,
+            source=d.info.source, test_subset=t.test_subset, augment=t.augment,
+            n_clean_val=0 if d.info.y_val is None else int(len(d.info.y_val)),
+            transition=np.round(d.transition, 6).tolist())
+        result = TrialResult(
+            trial_id=t.trial_id, status=status, error=error, config=t.config.to_dict(), method=t.config.method,
+            dataset=t.config.dataset, noise=noise, seed=t.config.seed, preset=t.preset,
+            hparams=asdict(t.hparams), method_flags={"uses_clean_data": t.method_cls.uses_clean_data,
+                                                     "reconstructed": t.method_cls.reconstructed},
+            data=data, history=self.history, **summarize(self.history), wall_time_s=self.elapsed,
+            device=str(self.device), device_name=dev_name, device_hours=self.elapsed / 3600.0,
+            versions=versions(), git_commit=git_commit(), host=host(), started_at=self.started_at,
+            finished_at=_now() if status != "running" else None).to_dict()
         write_json(self.dir / "result.json", result)
         return result
 
@@ -269,10 +274,12 @@ def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = Fa
     state = _Trial(trial, on_epoch_end)
     try:
         return state.run()
+    # An interrupt (KeyboardInterrupt, SystemExit) is not caught: result.json keeps "running" from the last
+    # epoch, which ``lnlbench status`` reports as resumable, and the next run resumes from the checkpoint.
     except Exception as exc:  # the failure goes into the result; the grid goes on
         err = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
         result = state.write("failed", err)
         state.event("failed", error=f"{type(exc).__name__}: {exc}")
-        if raise_on_error or isinstance(exc, KeyboardInterrupt):
+        if raise_on_error:
             raise
         return result

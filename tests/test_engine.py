@@ -1,6 +1,7 @@
 """The trial engine: result.json schema, noise caching, resume, failures, and no clean-label leaks."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from lnlbench.data import TrialData
 from lnlbench.datasets.base import DatasetInfo
 from lnlbench.engine import _Trial, run_trial
 from lnlbench.errors import LnlError
+from lnlbench.results import DataFields, NoiseFields, TrialResult
 
 FAST = dict(method="ce", dataset="digits", noise="symmetric", rate=0.4, seed=0, epochs=2, subset=20)
 
@@ -32,6 +34,13 @@ def test_result_json_schema(tmp_path):
     on_disk = json.loads(path.read_text())
     assert on_disk["status"] == "ok" and on_disk["error"] is None
     assert TOP_KEYS <= set(on_disk)
+    # The schema is the dataclass: exactly its fields are written, at every level.
+    assert set(on_disk) == {f.name for f in dataclasses.fields(TrialResult)}
+    assert set(on_disk["noise"]) == {f.name for f in dataclasses.fields(NoiseFields)}
+    assert set(on_disk["data"]) == {f.name for f in dataclasses.fields(DataFields)}
+    assert {"selected_epoch", "amp", "recipe", "noise_label"} <= set(on_disk) and "attempts" not in on_disk
+    assert on_disk["data"]["source"] and len(on_disk["data"]["transition"]) == on_disk["data"]["num_classes"]
+    assert on_disk["history"][on_disk["selected_epoch"]]["test_acc"] == on_disk["selected_acc"]
     assert on_disk["schema"] == "lnlbench.result/1"
     noise = on_disk["noise"]
     assert {"name", "options", "rate", "file", "sha256", "realized_rate"} <= set(noise)

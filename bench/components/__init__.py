@@ -5,10 +5,10 @@
 - :mod:`.ema`: exponential moving average (mean-teacher) weights
 - :mod:`.ramps`: warm-up and ramp-up schedules (linear, sigmoid, Co-teaching's forget rate)
 - :mod:`.clipping`: an optimiser step with gradient-norm clipping (SCE's reference code clips at 5)
-- :mod:`.cotrain`: two-network helpers (ensemble prediction, each net trained on the other's division)
+- :mod:`.cotrain`: two-network helpers (ensemble prediction)
 """
 from .clipping import clipped_step
-from .cotrain import ensemble_logits, swap
+from .cotrain import ensemble_logits
 from .ema import ModelEMA
 from .mixing import mix, mixmatch, mixup, sample_lambda, sharpen, soft_cross_entropy
 from .ramps import forget_rate_schedule, linear_rampup, sigmoid_rampup
@@ -16,4 +16,4 @@ from .selection import gmm_clean_probability, per_sample_loss, small_loss_mask
 
 __all__ = ["ModelEMA", "clipped_step", "ensemble_logits", "forget_rate_schedule", "gmm_clean_probability",
            "linear_rampup", "mix", "mixmatch", "mixup", "per_sample_loss", "sample_lambda", "sharpen",
-           "sigmoid_rampup", "small_loss_mask", "soft_cross_entropy", "swap"]
+           "sigmoid_rampup", "small_loss_mask", "soft_cross_entropy"]
