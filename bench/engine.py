@@ -44,6 +44,7 @@ from .results import (
     versions,
     write_json,
 )
+from .types import DatasetLoader
 
 EpochHook = Callable[[int, dict[str, Any], Path], None]
 
@@ -67,11 +68,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class _Trial:
-    """The state of one running trial; split from run_trial to keep each step short."""
+class Trial:
+    """The state of one trial: :meth:`build` (data on the device, the method constructed), then :meth:`run`.
 
-    def __init__(self, trial: ResolvedTrial, on_epoch_end: EpochHook | None):
+    :func:`run_trial` drives it; a measurement that times a method's epochs by itself (``lnlbench perf``)
+    or a test builds one with :func:`build_trial` and calls ``trial.method.train_epoch``.
+    """
+
+    def __init__(self, trial: ResolvedTrial, on_epoch_end: EpochHook | None = None,
+                 load: DatasetLoader | None = None):
         self.trial = trial
+        self.load = load
         self.cfg = trial.config
         self.dir = trial.trial_dir
         self.on_epoch_end = on_epoch_end
@@ -85,7 +92,7 @@ class _Trial:
     # -- setup -------------------------------------------------------------------------------------
     def build(self) -> None:
         cfg, dev = self.cfg, self.device
-        self.data = data = prepare(self.trial)
+        self.data = data = prepare(self.trial, self.load)
         info = data.info
         cl = dev.type == "cuda" if cfg.channels_last is None else cfg.channels_last
         aug = self.trial.augment  # off: the training transform is normalisation only
@@ -261,17 +268,28 @@ class _Trial:
         return result
 
 
+def build_trial(config: TrialConfig | dict[str, Any], load: DatasetLoader | None = None) -> Trial:
+    """A trial built (data on its device, the method constructed, its folder made) but not run."""
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+    trial = Trial(resolve(cfg), load=load)
+    trial.build()
+    trial.dir.mkdir(parents=True, exist_ok=True)
+    return trial
+
+
 def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = False,
-              on_epoch_end: EpochHook | None = None) -> dict[str, Any]:
+              on_epoch_end: EpochHook | None = None, load: DatasetLoader | None = None) -> dict[str, Any]:
     """Run one trial to the end (resuming from its checkpoint if one exists) and return its result.
 
     Configuration errors raise :class:`LnlError` before anything is written. An error during the trial
     is recorded in ``result.json`` as ``status: failed`` with the error; it is re-raised only with
     ``raise_on_error`` (the Ray runner does, so a worker failure can be retried from the checkpoint).
+    ``load`` loads the dataset (default :func:`lnlbench.data.load_dataset`; the Ray worker passes one
+    that reads datasets the driver put in the object store).
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
     trial = resolve(cfg)
-    state = _Trial(trial, on_epoch_end)
+    state = Trial(trial, on_epoch_end, load)
     try:
         return state.run()
     # An interrupt (KeyboardInterrupt, SystemExit) is not caught: result.json keeps "running" from the last

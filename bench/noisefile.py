@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lnlbench.datasets.base import DatasetInfo, NoiseInfo, NoisyLabels
+from lnlbench.types import DatasetInfo, NoiseInfo, NoisyLabels
 
 from .errors import LnlError
 from .files import atomic_write

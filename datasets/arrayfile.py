@@ -45,8 +45,7 @@ import numpy as np
 
 from lnlbench.errors import LnlError, unknown_keys
 from lnlbench.files import atomic_write
-
-from .base import DatasetInfo, DataSpec
+from lnlbench.types import DatasetInfo, DataSpec
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test", "classes")
 OPTIONAL = ("y_train_coarse", "y_test_coarse", "coarse_classes", "y_train_noisy", "mean", "std", "train_index",

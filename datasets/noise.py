@@ -38,8 +38,7 @@ from scipy import stats
 
 from lnlbench.errors import LnlError, unknown_keys
 from lnlbench.registry import register_noise
-
-from .base import NoiseInfo, NoisyLabels
+from lnlbench.types import NoiseInfo, NoisyLabels
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # source class → target class (methods.md §0.2; DivideMix's dict {9:1, 2:0, 4:7, 3:5, 5:3}).

@@ -15,11 +15,11 @@ import pytest
 import torch
 from scipy import stats
 
-from lnlbench.datasets.base import NoiseInfo, NoisyLabels
 from lnlbench.datasets.noise import CIFAR10_ASYM, CIFAR10_CLASSES, CIFAR100_CLASSES
 from lnlbench.datasets.real_noise import load_label_file
 from lnlbench.errors import LnlError
 from lnlbench.registry import NOISE
+from lnlbench.types import NoiseInfo, NoisyLabels
 
 N = 50_000
 ALPHA = 1e-6
