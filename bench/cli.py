@@ -4,19 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 
+from .aggregate.cli import COMMANDS as AGGREGATE_COMMANDS
+from .command import Command
 from .errors import LnlError
-
-# Other modules add commands here: name -> (help, add_arguments(parser), run(args) -> exit code).
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
-
-
-def command(name: str, help: str):
-    def wrap(fn):
-        COMMANDS[name] = (help, fn.add_arguments, fn)
-        return fn
-    return wrap
+from .runner.cli import COMMANDS as RUNNER_COMMANDS
 
 
 def _kv(text: str) -> tuple[str, object]:
@@ -46,14 +38,12 @@ def _list_args(p: argparse.ArgumentParser) -> None:
                    help="what to list (default: everything)")
 
 
-cmd_list.add_arguments = _list_args
-command("list", "list the registered methods, noise generators, datasets and models")(cmd_list)
-
 
 # -- trial -----------------------------------------------------------------------------------------
 def cmd_trial(args: argparse.Namespace) -> int:
-    from .config import TrialConfig
+    from .config import TrialConfig, resolve
     from .engine import run_trial
+    from .progress import TrialProgress
 
     cfg = TrialConfig(
         method=args.method, dataset=args.dataset, noise=args.noise, rate=args.rate, seed=args.seed,
@@ -64,7 +54,12 @@ def cmd_trial(args: argparse.Namespace) -> int:
         data_root=args.data_root, download=args.download, out_dir=args.out, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile=args.compile, resume=not args.restart,
         keep_checkpoint=args.keep_checkpoint)
-    res = run_trial(cfg)
+    total = resolve(cfg).hparams.epochs  # raises a configuration error before anything runs
+    progress = TrialProgress(total, f"{cfg.method} {cfg.dataset}", mode=args.progress)
+    try:
+        res = run_trial(cfg, on_epoch_end=progress)
+    finally:
+        progress.close()
     where = f"{args.out}/{res['trial_id']}/result.json"
     if res["status"] != "ok":
         print(f"lnlbench: trial failed: {res['error']['type']}: {res['error']['message']} ({where})",
@@ -113,16 +108,15 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the models")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint of this trial")
     p.add_argument("--keep-checkpoint", action="store_true", help="keep the final checkpoint")
+    p.add_argument("--progress", choices=["auto", "bar", "lines", "off"], default="auto",
+                   help="live progress on stderr: auto = a bar on a terminal, else one line every few epochs")
 
-
-cmd_trial.add_arguments = _trial_args
-command("trial", "run one trial locally and print a one-line summary")(cmd_trial)
 
 
 # -- perf ------------------------------------------------------------------------------------------
 def cmd_perf(args: argparse.Namespace) -> int:
     from .perf import FULL, QUICK, run_perf  # torch is imported here, not by `lnlbench --help`
-    from .perf_report import render
+    from .perf.report import render
 
     executors = {None: None, "both": ["light", "train"]}.get(args.executor, [args.executor])
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -151,21 +145,23 @@ def _perf_args(p: argparse.ArgumentParser) -> None:
                    help="time only this method (repeatable; CE is always timed; default: every registered one)")
 
 
-cmd_perf.add_arguments = _perf_args
-command("perf", "measure engine overhead, augmentation, method cost, grid packing and memory "
-                "(each a side-by-side ratio)")(cmd_perf)
 
 
-from .aggregate import cli as _aggregate_cli  # noqa: F401,E402  (registers table, plot, report)
-from .runner import cli as _runner_cli  # noqa: F401,E402  (registers run, resume, status, quickstart)
+BASIC_COMMANDS = (
+    Command("list", "list the registered methods, noise generators, datasets and models", _list_args, cmd_list),
+    Command("trial", "run one trial locally and print a one-line summary", _trial_args, cmd_trial),
+    Command("perf", "measure engine overhead, augmentation, method cost, grid packing and memory "
+                    "(each a side-by-side ratio)", _perf_args, cmd_perf),
+)
+# Every sub-command, in `lnlbench --help` order: declared in the modules above, nothing registers itself.
+COMMANDS: dict[str, Command] = {c.name: c for c in (*BASIC_COMMANDS, *AGGREGATE_COMMANDS, *RUNNER_COMMANDS)}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lnlbench", description="Benchmark suite for learning with noisy labels.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, add_args, _) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_args(p)
+    for c in COMMANDS.values():
+        c.add_arguments(sub.add_parser(c.name, help=c.help, description=c.help))
     return parser
 
 
@@ -176,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return COMMANDS[args.command][2](args)
+        return COMMANDS[args.command].run(args)
     except LnlError as exc:
         print(f"lnlbench: error: {exc}", file=sys.stderr)
         return 2
@@ -185,7 +181,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":  # `python -m lnlbench.cli`: run the imported module, where commands registered
-    from lnlbench.cli import main as _main
-
-    sys.exit(_main())
+if __name__ == "__main__":  # `python -m lnlbench.cli`
+    sys.exit(main())

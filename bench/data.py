@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lnlbench.datasets.arrayfile import Preset, load_array_file
-from lnlbench.datasets.base import DatasetInfo, DataSpec, default_data_root
+from lnlbench.types import DatasetInfo, DatasetLoader, DataSpec, default_data_root
 
 from .config import ResolvedTrial
 from .errors import LnlError
@@ -78,10 +78,12 @@ def validation_split(noisy: np.ndarray, fraction: float, seed: int) -> tuple[np.
     return train_idx, val_idx
 
 
-def prepare(trial: ResolvedTrial) -> TrialData:
-    """The trial's dataset, subset, noisy labels (generated once, cached) and validation split."""
+def prepare(trial: ResolvedTrial, load: DatasetLoader | None = None) -> TrialData:
+    """The trial's dataset (read by ``load``, default :func:`load_dataset`), subset, noisy labels (generated
+    once, cached) and validation split."""
     cfg = trial.config
-    info = load_dataset(cfg.dataset, cfg.data_root, cfg.data_file, cfg.download, trial.data_options or None)
+    info = (load or load_dataset)(cfg.dataset, cfg.data_root, cfg.data_file, cfg.download,
+                                  trial.data_options or None)
     if trial.subset is not None:
         info = info.select_train(stratified_subset(info.y_train, trial.subset, cfg.subset_seed))
     if trial.test_subset is not None:  # a fixed stratified part of the test set, the same for every trial

@@ -32,8 +32,20 @@ from .contract import MethodContext, TrainSet
 from .data import TrialData, prepare
 from .distributed import Dist, modules_of
 from .errors import LnlError
+from .files import atomic_write
 from .metrics import score_selection
-from .results import SCHEMA, git_commit, host, summarize, versions, write_json
+from .results import (
+    SCHEMA,
+    DataFields,
+    NoiseFields,
+    TrialResult,
+    git_commit,
+    host,
+    summarize,
+    versions,
+    write_json,
+)
+from .types import DatasetLoader
 
 EpochHook = Callable[[int, dict[str, Any], Path], None]
 
@@ -57,11 +69,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class _Trial:
-    """The state of one running trial; split from run_trial to keep each step short."""
+class Trial:
+    """The state of one trial: :meth:`build` (data on the device, the method constructed), then :meth:`run`.
 
-    def __init__(self, trial: ResolvedTrial, on_epoch_end: EpochHook | None):
+    :func:`run_trial` drives it; a measurement that times a method's epochs by itself (``lnlbench perf``)
+    or a test builds one with :func:`build_trial` and calls ``trial.method.train_epoch``.
+    """
+
+    def __init__(self, trial: ResolvedTrial, on_epoch_end: EpochHook | None = None,
+                 load: DatasetLoader | None = None):
         self.trial = trial
+        self.load = load
         self.cfg = trial.config
         self.dir = trial.trial_dir
         self.on_epoch_end = on_epoch_end
@@ -70,13 +88,12 @@ class _Trial:
         self.started_at = _now()
         self.data: TrialData | None = None
         self.device = pick_device(self.cfg.device)
-        self.attempts = 1
         self.dist = Dist()
 
     # -- setup -------------------------------------------------------------------------------------
     def build(self) -> None:
         cfg, dev = self.cfg, self.device
-        self.data = data = prepare(self.trial)
+        self.data = data = prepare(self.trial, self.load)
         info = data.info
         cl = dev.type == "cuda" if cfg.channels_last is None else cfg.channels_last
         aug = self.trial.augment  # off: the training transform is normalisation only
@@ -121,9 +138,7 @@ class _Trial:
                  "history": json.dumps(self.history), "elapsed": self.elapsed, "rng": ranks[0]}
         if self.dist.active:
             state["rank_rng"] = ranks
-        tmp = self.ckpt_path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.ckpt_path)
+        atomic_write(self.ckpt_path, lambda f: torch.save(state, f))
 
     def load_checkpoint(self) -> int:
         """Restore from the trial's checkpoint; returns the next epoch to run (0 without one)."""
@@ -233,38 +248,45 @@ class _Trial:
             return {"schema": SCHEMA, "trial_id": t.trial_id, "status": status, "error": error,
                     "rank": self.dist.rank, "world_size": self.dist.world}
         dev_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
-        result: dict[str, Any] = {
-            "schema": SCHEMA, "trial_id": t.trial_id, "status": status, "error": error,
-            "config": t.config.to_dict(), "method": t.config.method, "dataset": t.config.dataset,
-            "noise": {"name": t.noise_name, "options": t.noise_options, "rate": t.config.rate,
-                      **(d.noise.to_dict() if d else {})},
-            "seed": t.config.seed, "preset": t.preset, "recipe": t.recipe, "hparams": asdict(t.hparams),
-            "method_flags": {"uses_clean_data": t.method_cls.uses_clean_data,
-                             "reconstructed": t.method_cls.reconstructed},
-            "data": None if d is None else {
-                "n_train": int(len(d.train_idx)), "n_val": int(len(d.val_idx)),
-                "n_test": int(len(d.info.y_test)), "num_classes": d.info.num_classes,
-                "image_shape": list(d.info.image_shape), "subset": t.subset, "source": d.info.source,
-                "test_subset": t.test_subset, "augment": t.augment,
-                "n_clean_val": 0 if d.info.y_val is None else int(len(d.info.y_val)),
-                "transition": np.round(d.transition, 6).tolist()},
-            "history": self.history, **summarize(self.history),
-            "wall_time_s": self.elapsed, "device": str(self.device), "device_name": dev_name,
-            "device_hours": self.elapsed / 3600.0, "versions": versions(), "git_commit": git_commit(),
-            "host": host(), "started_at": self.started_at,
-            "finished_at": _now() if status != "running" else None,
-        }
+        noise = NoiseFields(name=t.noise_name, options=t.noise_options, rate=t.config.rate,
+                            **(d.noise.to_dict() if d else {}))
+        data = None if d is None else DataFields(
+            n_train=int(len(d.train_idx)), n_val=int(len(d.val_idx)), n_test=int(len(d.info.y_test)),
+            num_classes=d.info.num_classes, image_shape=list(d.info.image_shape), subset=t.subset,
+            source=d.info.source, test_subset=t.test_subset, augment=t.augment,
+            n_clean_val=0 if d.info.y_val is None else int(len(d.info.y_val)),
+            transition=np.round(d.transition, 6).tolist())
+        result = TrialResult(
+            trial_id=t.trial_id, status=status, error=error, config=t.config.to_dict(), method=t.config.method,
+            dataset=t.config.dataset, noise=noise, seed=t.config.seed, preset=t.preset, recipe=t.recipe,
+            hparams=asdict(t.hparams), method_flags={"uses_clean_data": t.method_cls.uses_clean_data,
+                                                     "reconstructed": t.method_cls.reconstructed},
+            data=data, history=self.history, **summarize(self.history), wall_time_s=self.elapsed,
+            device=str(self.device), device_name=dev_name, device_hours=self.elapsed / 3600.0,
+            versions=versions(), git_commit=git_commit(), host=host(), started_at=self.started_at,
+            finished_at=_now() if status != "running" else None).to_dict()
         write_json(self.dir / "result.json", result)
         return result
 
 
+def build_trial(config: TrialConfig | dict[str, Any], load: DatasetLoader | None = None) -> Trial:
+    """A trial built (data on its device, the method constructed, its folder made) but not run."""
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+    trial = Trial(resolve(cfg), load=load)
+    trial.build()
+    trial.dir.mkdir(parents=True, exist_ok=True)
+    return trial
+
+
 def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = False,
-              on_epoch_end: EpochHook | None = None) -> dict[str, Any]:
+              on_epoch_end: EpochHook | None = None, load: DatasetLoader | None = None) -> dict[str, Any]:
     """Run one trial to the end (resuming from its checkpoint if one exists) and return its result.
 
     Configuration errors raise :class:`LnlError` before anything is written. An error during the trial
     is recorded in ``result.json`` as ``status: failed`` with the error; it is re-raised only with
     ``raise_on_error`` (the Ray runner does, so a worker failure can be retried from the checkpoint).
+    ``load`` loads the dataset (default :func:`lnlbench.data.load_dataset`; the Ray worker passes one
+    that reads datasets the driver put in the object store).
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
     trial = resolve(cfg)
@@ -272,13 +294,15 @@ def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = Fa
     if note:  # the preset does not cover this cell: say so once, as result.json does
         print(f"lnlbench: note: {cfg.method}'s '{trial.preset}' recipe has no entry for {note}; using "
               f"{', '.join(trial.recipe['applied']) or 'no'} entries and the defaults", file=sys.stderr)
-    state = _Trial(trial, on_epoch_end)
+    state = Trial(trial, on_epoch_end, load)
     try:
         return state.run()
+    # An interrupt (KeyboardInterrupt, SystemExit) is not caught: result.json keeps "running" from the last
+    # epoch, which ``lnlbench status`` reports as resumable, and the next run resumes from the checkpoint.
     except Exception as exc:  # the failure goes into the result; the grid goes on
         err = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
         result = state.write("failed", err)
         state.event("failed", error=f"{type(exc).__name__}: {exc}")
-        if raise_on_error or isinstance(exc, KeyboardInterrupt):
+        if raise_on_error:
             raise
         return result

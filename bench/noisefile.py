@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lnlbench.datasets.base import DatasetInfo, NoiseInfo, NoisyLabels
+from lnlbench.types import DatasetInfo, NoiseInfo, NoisyLabels
 
 from .errors import LnlError
+from .files import atomic_write
 from .registry import NOISE
 
 
@@ -59,14 +58,6 @@ def noise_path(cache_dir: Path, data: DatasetInfo, name: str, options: dict[str,
     return cache_dir / "noise" / data.name / f"{name}{safe}_r{rate:g}_s{seed}_{_fingerprint(data)}.npz"
 
 
-def _atomic_save(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
 def _load(path: Path, data: DatasetInfo) -> tuple[NoisyLabels, str]:
     meta_path = path.with_suffix(".json")
     try:
@@ -102,9 +93,7 @@ def noisy_labels_for(data: DatasetInfo, name: str, options: dict[str, Any], rate
             "seed": seed, "n": int(len(labels)), "realized_rate": noisy.realized_rate}
     # The sidecar first, then the labels: a reader that sees the .npz always finds its hash. Concurrent
     # writers of one cell write identical bytes, and each file is replaced atomically.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(meta, indent=1, default=str))
-    os.replace(tmp, path.with_suffix(".json"))
-    _atomic_save(path, labels=labels, transition=np.asarray(noisy.transition, dtype=np.float64))
+    atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=1, default=str))
+    transition = np.asarray(noisy.transition, dtype=np.float64)
+    atomic_write(path, lambda f: np.savez(f, labels=labels, transition=transition))
     return noisy, NoiseRecord(str(path), sha, noisy.realized_rate, generated=True)

@@ -135,7 +135,7 @@ def register_noise(name: str, variant_option: str | None = None, fixed_rate: boo
 def register_dataset(name: str, options: type | None = None):
     """Register a dataset loader ``(spec: DataSpec) -> DatasetInfo``.
 
-    ``options`` is the loader's :class:`lnlbench.datasets.base.DatasetOptions` subclass: the data options a
+    ``options`` is the loader's :class:`lnlbench.types.DatasetOptions` subclass: the data options a
     trial may pass (``--data-opt``), which enter the trial id. A loader without it takes none.
     """
     def wrap(fn):

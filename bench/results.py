@@ -1,49 +1,122 @@
-"""The versioned ``result.json`` of a trial: schema, summary figures, provenance, atomic writing.
+"""The versioned ``result.json`` of a trial: its schema (:class:`TrialResult`), summary figures, provenance.
 
-The aggregator reads these files and nothing else. Schema ``lnlbench.result/1``::
-
-    schema, trial_id, status ("running" | "ok" | "failed"), error ({type, message, traceback} | null),
-    config (the TrialConfig), method, dataset, noise {name, options, rate, file, sha256, realized_rate,
-    generated}, seed, preset, recipe {status ("preset" | "default"), missing (the preset key the cell
-    lacks, or null), preset, applied [keys]}, hparams, method_flags {uses_clean_data, reconstructed},
-    data {n_train, n_val, n_test, num_classes, image_shape, subset, test_subset, augment, n_clean_val},
-    history [{epoch, lr, train_time_s, eval_time_s, test_acc, val_acc?, clean_val_acc?, selection? {precision, recall,
-             auc, selected_fraction}, <method's own scalars>}],
-    best_acc, best_epoch, last_acc (mean test accuracy of the last 10 epochs, or of all if fewer),
-    final_acc, selected_acc (test accuracy at the epoch of best validation accuracy: the dataset's clean
-    validation set, ``clean_val_acc``, where it has one (Clothing1M), else the noisy split's ``val_acc``;
-    null without either), epochs_done, wall_time_s, device, device_name, device_hours, versions, git_commit,
-    host, started_at, finished_at, attempts
+The aggregator reads these files and nothing else. Schema ``lnlbench.result/1`` is the dataclass
+:class:`TrialResult` (with :class:`NoiseFields` and :class:`DataFields`): the written JSON has exactly
+its fields (``tests/test_engine.py`` asserts so). ``history`` is one dict per epoch: ``epoch, lr,
+train_time_s, eval_time_s, test_acc, val_acc?, clean_val_acc?, selection? {precision, recall, auc,
+selected_fraction}, world_size?`` and the method's own scalars. ``recipe`` is ``{status ("preset" |
+"default"), missing (the preset key the cell lacks, or null), preset, applied [keys]}``.
 """
 from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import platform
 import socket
 import subprocess
-import tempfile
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .files import atomic_write
+
 SCHEMA = "lnlbench.result/1"
 LAST_K = 10  # "last" accuracy = mean over the last K epochs (DivideMix's convention)
+
+
+@dataclass
+class NoiseFields:
+    """``noise``: the asked generator and the labels it produced (the cached file and its hash)."""
+
+    name: str
+    options: dict[str, Any]
+    rate: float | None
+    file: str | None = None  # absent until the data are built (a trial that failed before)
+    sha256: str | None = None
+    realized_rate: float | None = None
+    generated: bool | None = None  # True if this trial generated the noise file, False if reused
+
+
+@dataclass
+class DataFields:
+    """``data``: the sizes and provenance of the trial's data (null if the trial failed before building them)."""
+
+    n_train: int
+    n_val: int
+    n_test: int
+    num_classes: int
+    image_shape: list[int]
+    subset: int | None
+    source: str | None  # where the images came from (a file, a torchvision folder)
+    test_subset: int | None
+    augment: bool
+    n_clean_val: int
+    transition: list[list[float]]  # the noise transition matrix the generator meant (rounded to 1e-6)
+
+
+@dataclass
+class TrialResult:
+    """One trial's ``result.json``; :meth:`to_dict` is what is written.
+
+    ``last_acc`` is the mean test accuracy of the last :data:`LAST_K` epochs (of all if fewer);
+    ``selected_acc`` the test accuracy at ``selected_epoch``, the epoch of best validation accuracy (the
+    dataset's clean validation set, ``clean_val_acc``, where it has one (Clothing1M), else the noisy
+    split's ``val_acc``; both null without either). ``amp`` is the precision actually used; ``recipe``
+    says whether the method's preset had an entry for this setting; ``noise_label`` is the canonical
+    noise label the aggregator groups by.
+    """
+
+    trial_id: str
+    status: str  # "running" | "ok" | "failed"
+    error: dict[str, Any] | None  # {type, message, traceback}
+    config: dict[str, Any]  # the TrialConfig
+    method: str
+    dataset: str
+    noise: NoiseFields
+    seed: int
+    preset: str
+    hparams: dict[str, Any]
+    method_flags: dict[str, bool]  # {uses_clean_data, reconstructed}
+    data: DataFields | None
+    history: list[dict[str, Any]]
+    best_acc: float | None
+    best_epoch: int | None
+    last_acc: float | None
+    final_acc: float | None
+    selected_acc: float | None
+    selected_epoch: int | None
+    epochs_done: int
+    wall_time_s: float
+    device: str
+    device_name: str
+    device_hours: float
+    versions: dict[str, str | None]
+    git_commit: str | None
+    host: str
+    started_at: str
+    finished_at: str | None
+    amp: str = "off"  # "off" | "bf16" | "fp16"
+    recipe: dict[str, Any] | None = None  # {"status": "preset" | "default", "missing": str | None, ...}
+    noise_label: str | None = None
+    schema: str = SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema, **{k: v for k, v in asdict(self).items() if k != "schema"}}
 
 
 def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
     """best/last/final/selected accuracy from the per-epoch history."""
     if not history:
         return {"best_acc": None, "best_epoch": None, "last_acc": None, "final_acc": None,
-                "selected_acc": None, "epochs_done": 0}
+                "selected_acc": None, "selected_epoch": None, "epochs_done": 0}
     acc = np.array([h["test_acc"] for h in history], dtype=float)
     best = int(np.argmax(acc))
     out = {"best_acc": float(acc[best]), "best_epoch": int(history[best]["epoch"]),
            "last_acc": float(acc[-LAST_K:].mean()), "final_acc": float(acc[-1]),
-           "selected_acc": None, "epochs_done": len(history)}
+           "selected_acc": None, "selected_epoch": None, "epochs_done": len(history)}
     # Model selection: the dataset's clean validation set where it has one (Clothing1M), else the noisy
     # validation split held out of the training set; the first epoch of the best accuracy.
     val = [h.get("clean_val_acc") for h in history]
@@ -89,11 +162,7 @@ def host() -> str:
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".result.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1, default=_json_default)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(payload, indent=1, default=_json_default))
 
 
 def _json_default(obj: Any) -> Any:

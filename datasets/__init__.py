@@ -3,7 +3,8 @@
 Importing this package registers the built-in datasets; ``lnlbench.datasets.noise`` and
 ``lnlbench.datasets.real_noise`` register the noise generators.
 """
+from lnlbench.types import DatasetInfo, DataSpec, NoiseInfo, NoisyLabels, default_data_root
+
 from . import arrayfile, cifar, clothing1m, digits, tinyimagenet  # noqa: F401  (registration)
-from .base import DatasetInfo, DataSpec, NoiseInfo, NoisyLabels, default_data_root
 
 __all__ = ["DataSpec", "DatasetInfo", "NoiseInfo", "NoisyLabels", "default_data_root"]

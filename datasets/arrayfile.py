@@ -43,9 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lnlbench.errors import LnlError
-
-from .base import DatasetInfo, DataSpec
+from lnlbench.errors import LnlError, unknown_keys
+from lnlbench.files import atomic_write
+from lnlbench.types import DatasetInfo, DataSpec
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test", "classes")
 OPTIONAL = ("y_train_coarse", "y_test_coarse", "coarse_classes", "y_train_noisy", "mean", "std", "train_index",
@@ -150,15 +150,7 @@ def save_array_file(path: Path | str, info: DatasetInfo) -> Path:
                 "y_train_noisy": info.y_train_given_noisy, "x_val": info.x_val, "y_val": info.y_val,
                 "coarse_classes": None if info.coarse_classes is None else np.array(info.coarse_classes, dtype=str)}
     arrays.update({k: v for k, v in optional.items() if v is not None})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:  # a file object: numpy would append ".npz" to a name
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda f: np.savez(f, **arrays))  # a file object: no ".npz" appended
 
 
 def decode_images(paths: Sequence[Path], size: tuple[int, int],
@@ -201,8 +193,8 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     with z:
         unknown = sorted(set(z.files) - set(REQUIRED) - set(OPTIONAL))
         if unknown:
-            raise LnlError(f"array file {path}: unknown key '{unknown[0]}'; allowed keys are "
-                           f"{', '.join(REQUIRED + OPTIONAL)} (see lnlbench.datasets.arrayfile)")
+            raise LnlError(f"array file {path}: {unknown_keys('key', unknown, REQUIRED + OPTIONAL)} "
+                           "(see lnlbench.datasets.arrayfile)")
         return {k: _read_key(z, k, path) for k in z.files}
 
 

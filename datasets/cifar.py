@@ -31,9 +31,9 @@ import numpy as np
 
 from lnlbench.errors import LnlError
 from lnlbench.registry import register_dataset
+from lnlbench.types import DatasetInfo, DataSpec
 
 from .arrayfile import Preset, load_named
-from .base import DatasetInfo, DataSpec
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10 = Preset(mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010), crop_padding=4, flip=True,

@@ -51,9 +51,9 @@ import numpy as np
 
 from lnlbench.errors import LnlError
 from lnlbench.registry import register_dataset
+from lnlbench.types import DatasetInfo, DatasetOptions, DataSpec
 
 from .arrayfile import Preset, decode_images, load_named
-from .base import DatasetInfo, DatasetOptions, DataSpec
 
 CLOTHING1M_CLASSES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker", "Jacket",
                       "Downcoat", "Suit", "Shawl", "Dress", "Vest", "Underwear")

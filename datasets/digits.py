@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from lnlbench.registry import register_dataset
+from lnlbench.types import DatasetInfo, DataSpec
 
 from .arrayfile import Preset, load_array_file
-from .base import DatasetInfo, DataSpec
 
 DIGITS = Preset(crop_padding=1, flip=False, num_classes=10)
 

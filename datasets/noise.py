@@ -42,10 +42,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from lnlbench.errors import LnlError
+from lnlbench.errors import LnlError, unknown_keys
 from lnlbench.registry import register_noise
+from lnlbench.types import NoiseInfo, NoisyLabels
 
-from .base import NoiseInfo, NoisyLabels
 from .cifar import CIFAR10_CLASSES
 
 # source class → target class (methods.md §0.2; DivideMix's dict {9:1, 2:0, 4:7, 3:5, 5:3}).
@@ -93,8 +93,7 @@ def read_options(noise: str, info: NoiseInfo, defaults: dict[str, Any]) -> dict[
     given = dict(info.options or {})
     unknown = sorted(set(given) - set(defaults))
     if unknown:
-        allowed = ", ".join(sorted(defaults)) or "none"
-        raise LnlError(f"unknown option(s) {', '.join(unknown)} for noise '{noise}'; allowed: {allowed}")
+        raise LnlError(f"noise '{noise}': {unknown_keys('option', unknown, defaults)}")
     return {**defaults, **given}
 
 

@@ -23,8 +23,8 @@ import numpy as np
 
 from lnlbench.errors import LnlError
 from lnlbench.registry import register_noise
+from lnlbench.types import NoiseInfo, NoisyLabels
 
-from .base import NoiseInfo, NoisyLabels
 from .noise import empirical_transition, noisy_result, read_options, validate_inputs
 
 REPO_HINT = "github.com/UCSC-REAL/cifar-10-100n (folder data/)"

@@ -33,9 +33,9 @@ import numpy as np
 
 from lnlbench.errors import LnlError
 from lnlbench.registry import register_dataset
+from lnlbench.types import DatasetInfo, DataSpec
 
 from .arrayfile import Preset, decode_images, load_named
-from .base import DatasetInfo, DataSpec
 
 TINY_IMAGENET = Preset(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_padding=0, flip=True)
 IMAGE_SIZE = (64, 64)

@@ -104,6 +104,7 @@ class Coteaching(Method):
 
     Hparams = CoteachingHparams
     PRESETS = PRESETS
+    SMOKE = {"num_gradual": 1}  # the full forget rate from epoch 1 (contract tests, lnlbench perf)
     STATE_ATTRS = ("kept", "last_loss", "tau_estimate")
     selection_threshold = 0.25  # kept by at least one of the two networks
 

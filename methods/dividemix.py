@@ -209,6 +209,7 @@ class DivideMix(Method):
 
     Hparams = DivideMixHparams
     PRESETS = PRESETS
+    SMOKE = {"warm_up": 1}  # reach co-divide + MixMatch after one epoch (contract tests, lnlbench perf)
     STATE_ATTRS = ("loss_hist", "hist_count")
 
     def __init__(self, hp: DivideMixHparams, ctx: MethodContext):

@@ -104,11 +104,11 @@ def _config(out: Path, method: str, **kw):
 
 def methods_job(rank: int, out: Path, methods: list[str]) -> dict:
     from lnlbench.config import resolve
-    from lnlbench.engine import _Trial
+    from lnlbench.engine import Trial
 
     sums = {}
     for name in methods:
-        trial = _Trial(resolve(_config(out, name)), None)
+        trial = Trial(resolve(_config(out, name)), None)
         result = trial.run()
         assert result["status"] == "ok"
         sums[name] = _checksum(trial.method)

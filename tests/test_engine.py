@@ -1,6 +1,7 @@
 """The trial engine: result.json schema, noise caching, resume, failures, and no clean-label leaks."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,9 +11,10 @@ import torch
 from lnlbench.config import TrialConfig, resolve
 from lnlbench.contract import Method
 from lnlbench.data import TrialData
-from lnlbench.datasets.base import DatasetInfo
-from lnlbench.engine import _Trial, run_trial
+from lnlbench.engine import Trial, run_trial
 from lnlbench.errors import LnlError
+from lnlbench.results import DataFields, NoiseFields, TrialResult
+from lnlbench.types import DatasetInfo
 
 FAST = dict(method="ce", dataset="digits", noise="symmetric", rate=0.4, seed=0, epochs=2, subset=20)
 
@@ -32,6 +34,13 @@ def test_result_json_schema(tmp_path):
     on_disk = json.loads(path.read_text())
     assert on_disk["status"] == "ok" and on_disk["error"] is None
     assert TOP_KEYS <= set(on_disk)
+    # The schema is the dataclass: exactly its fields are written, at every level.
+    assert set(on_disk) == {f.name for f in dataclasses.fields(TrialResult)}
+    assert set(on_disk["noise"]) == {f.name for f in dataclasses.fields(NoiseFields)}
+    assert set(on_disk["data"]) == {f.name for f in dataclasses.fields(DataFields)}
+    assert {"selected_epoch", "amp", "recipe", "noise_label"} <= set(on_disk) and "attempts" not in on_disk
+    assert on_disk["data"]["source"] and len(on_disk["data"]["transition"]) == on_disk["data"]["num_classes"]
+    assert on_disk["history"][on_disk["selected_epoch"]]["test_acc"] == on_disk["selected_acc"]
     assert on_disk["schema"] == "lnlbench.result/1"
     noise = on_disk["noise"]
     assert {"name", "options", "rate", "file", "sha256", "realized_rate"} <= set(noise)
@@ -144,7 +153,7 @@ def _walk(obj, seen, depth=0):
 
 
 def test_method_cannot_reach_clean_labels(tmp_path):
-    trial = _Trial(resolve(_cfg(tmp_path, rate=0.6)), None)
+    trial = Trial(resolve(_cfg(tmp_path, rate=0.6)), None)
     trial.build()
     clean = trial.data.clean
     assert (trial.data.noisy != clean).mean() > 0.3
@@ -194,18 +203,13 @@ def test_clean_validation_set_selects_the_epoch():
     assert out["selected_acc"] == 0.5
 
 
-def test_engine_scores_a_datasets_clean_validation_set(tmp_path, monkeypatch):
-    import dataclasses
+def test_engine_scores_a_datasets_clean_validation_set(tmp_path):
+    from lnlbench.data import load_dataset
 
-    import lnlbench.data as data_module
-
-    original = data_module.load_dataset
-
-    def with_val(*args, **kw):
-        info = original(*args, **kw)
+    def with_val(*args, **kw):  # the loader is a parameter of run_trial: nothing is patched
+        info = load_dataset(*args, **kw)
         return dataclasses.replace(info, x_val=info.x_test[:40], y_val=info.y_test[:40])
-    monkeypatch.setattr(data_module, "load_dataset", with_val)
-    res = run_trial(_cfg(tmp_path))
+    res = run_trial(_cfg(tmp_path), load=with_val)
     assert res["status"] == "ok", res["error"]
     assert all(0 <= h["clean_val_acc"] <= 1 for h in res["history"]) and res["data"]["n_clean_val"] == 40
     assert res["selected_acc"] is not None

@@ -1,7 +1,7 @@
 """The grid runner on a real (local, session-scoped) Ray: Tune → Ray Train, retries, failures, resume.
 
-Tiny trials (digits, 10 images per class, 2 epochs). Faults are injected through marker files in
-``$LNLBENCH_FAULT_DIR`` (see :mod:`lnlbench.runner.worker`).
+Tiny trials (digits, 10 images per class, 2 epochs). Faults are injected from the test side through
+marker files (see ``tests/ray_faults.py``, installed in every Ray worker by the session's setup hook).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import ray_faults
 import yaml
 
 from lnlbench.runner.spec import expand, parse_spec
@@ -34,11 +35,23 @@ def ray_session():
     tmp = tempfile.mkdtemp(prefix="lnlray", dir="/tmp")  # short: Ray's socket paths have a length limit
     for key, val in {"RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": tmp, **QUIET_ENV, **LOCAL_ENV}.items():
         os.environ.setdefault(key, val)
+    fault_dir = Path(tmp) / "faults"
+    fault_dir.mkdir()
+    ray.cloudpickle.register_pickle_by_value(ray_faults)  # the workers cannot import tests/
+    env = {"worker_process_setup_hook": ray_faults.install, "env_vars": {ray_faults.ENV: str(fault_dir)}}
     ray.init(address="local", num_cpus=4, include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
-             logging_level="ERROR")
-    yield ray
+             logging_level="ERROR", runtime_env=env)
+    yield fault_dir
     ray.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def faults(ray_session):
+    """The folder of fault markers the workers read; emptied after each test."""
+    yield ray_session
+    for marker in ray_session.iterdir():
+        marker.unlink()
 
 
 def grid(tmp_path: Path, **over) -> dict:
@@ -63,18 +76,14 @@ def result(run: Path, tid: str) -> dict:
     return json.loads((run / "trials" / tid / "result.json").read_text())
 
 
-def test_2x2_grid_through_tune_and_train_retries_a_fault_and_survives_a_failing_trial(
-        ray_session, tmp_path, monkeypatch):
+def test_2x2_grid_through_tune_and_train_retries_a_fault_and_survives_a_failing_trial(faults, tmp_path):
     """One 2×2 grid: a cell whose worker raises once, a cell that always fails, two plain cells."""
     from lnlbench.runner.ray_runner import run_grid
 
     spec = parse_spec(grid(tmp_path))
     flaky, broken, *plain = (c.trial_id for c in expand(spec))
-    faults = tmp_path / "faults"
-    faults.mkdir()
     (faults / f"{flaky}.once").touch()
     (faults / f"{broken}.always").touch()
-    monkeypatch.setenv("LNLBENCH_FAULT_DIR", str(faults))
 
     outcome = run_grid(spec, quiet=True)
 
@@ -103,14 +112,12 @@ def test_2x2_grid_through_tune_and_train_retries_a_fault_and_survives_a_failing_
     assert collect(run).counts()["failed"] == 1
 
 
-def test_light_executor_retries_from_its_checkpoint_and_skips_finished_trials(ray_session, tmp_path,
-                                                                              monkeypatch):
+def test_light_executor_retries_from_its_checkpoint_and_skips_finished_trials(faults, tmp_path):
     from lnlbench.runner.ray_runner import run_grid
 
     spec = parse_spec(grid(tmp_path, executor="light", seeds=[0]))
     first, second = (c.trial_id for c in expand(spec))
-    (tmp_path / f"{first}.once").touch()
-    monkeypatch.setenv("LNLBENCH_FAULT_DIR", str(tmp_path))
+    (faults / f"{first}.once").touch()
     assert run_grid(spec, quiet=True).ok
     assert kinds(Path(spec.storage), first) == ["start", "failed", "resume", "end"]
     # The same grid again: everything is finished, nothing trains.
@@ -201,7 +208,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     tag = f"lnlbench-test-{uuid.uuid4().hex}"
     ray_tmp = tempfile.mkdtemp(prefix="lnlkill", dir="/tmp")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(LNLBENCH_TEST_TAG=tag, RAY_TMPDIR=ray_tmp, RAY_AUTH_MODE="disabled", LNLBENCH_FAULT_DIR="")
+    env.update(LNLBENCH_TEST_TAG=tag, RAY_TMPDIR=ray_tmp, RAY_AUTH_MODE="disabled")
     cmd = [sys.executable, "-m", "lnlbench.cli"]
     driver = subprocess.Popen(cmd + ["run", str(path), "--quiet"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)

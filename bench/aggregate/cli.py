@@ -1,4 +1,4 @@
-"""The ``table``, ``plot`` and ``report`` commands (registered into :data:`lnlbench.cli.COMMANDS`).
+"""The ``table``, ``plot`` and ``report`` commands (declared in :data:`COMMANDS`, which ``lnlbench.cli`` reads).
 
 Each reads only ``result.json`` files; a skipped file is reported on stderr (``lnlbench: skipped PATH:
 why``) and the command goes on. Examples::
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lnlbench.cli import command
+from lnlbench.command import Command
 from lnlbench.errors import LnlError
 
 if TYPE_CHECKING:
@@ -96,9 +96,6 @@ def _table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", default=None, help="table caption")
 
 
-cmd_table.add_arguments = _table_args
-command("table", "leaderboard of mean ± std over seeds (Markdown, LaTeX, CSV, HTML), or ours vs published")(
-    cmd_table)
 
 
 # -- plot ------------------------------------------------------------------------------------------
@@ -129,9 +126,6 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="png,pdf", help="comma-separated file types (default png,pdf)")
 
 
-cmd_plot.add_arguments = _plot_args
-command("plot", "figures: accuracy vs noise rate, curves per epoch, selection precision/recall, compute")(
-    cmd_plot)
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -177,5 +171,11 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--notes", default=None, help="a Markdown file to put at the top of the README")
 
 
-cmd_report.add_arguments = _report_args
-command("report", "write all tables and plots of some runs into one folder with a README.md")(cmd_report)
+COMMANDS = (
+    Command("table", "leaderboard of mean ± std over seeds (Markdown, LaTeX, CSV, HTML), or ours vs published",
+            _table_args, cmd_table),
+    Command("plot", "figures: accuracy vs noise rate, curves per epoch, selection precision/recall, compute",
+            _plot_args, cmd_plot),
+    Command("report", "write all tables and plots of some runs into one folder with a README.md",
+            _report_args, cmd_report),
+)

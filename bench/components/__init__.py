@@ -5,11 +5,11 @@
 - :mod:`.ema`: exponential moving average (mean-teacher) weights
 - :mod:`.ramps`: warm-up and ramp-up schedules (linear, sigmoid, Co-teaching's forget rate)
 - :mod:`.clipping`: an optimiser step with gradient-norm clipping (SCE's reference code clips at 5)
-- :mod:`.cotrain`: two-network helpers (ensemble prediction, each net trained on the other's division)
+- :mod:`.cotrain`: two-network helpers (ensemble prediction)
 - :mod:`.heads`: an extra head beside the classifier on a backbone's pooled features (CAR, MOIT)
 """
 from .clipping import clipped_step
-from .cotrain import ensemble_logits, swap
+from .cotrain import ensemble_logits
 from .ema import ModelEMA
 from .heads import AuxHeadNet, require_features
 from .mixing import mix, mixmatch, mixup, sample_lambda, sharpen, soft_cross_entropy
@@ -18,4 +18,4 @@ from .selection import gmm_clean_probability, per_sample_loss, small_loss_mask
 
 __all__ = ["AuxHeadNet", "ModelEMA", "clipped_step", "ensemble_logits", "forget_rate_schedule", "gmm_clean_probability",
            "linear_rampup", "mix", "mixmatch", "mixup", "per_sample_loss", "sample_lambda", "sharpen",
-           "require_features", "sigmoid_rampup", "small_loss_mask", "soft_cross_entropy", "swap"]
+           "require_features", "sigmoid_rampup", "small_loss_mask", "soft_cross_entropy"]

@@ -1,13 +1,10 @@
-"""Two-network helpers: ensemble prediction and the cross assignment of co-training."""
+"""Two-network helpers: ensemble prediction of two (or more) networks."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
 
 import torch
 from torch import nn
-
-T = TypeVar("T")
 
 
 @torch.no_grad()
@@ -20,8 +17,3 @@ def ensemble_logits(models: Sequence[nn.Module], x: torch.Tensor) -> torch.Tenso
         out = y if out is None else out + y
     return out
 
-
-def swap(pair: Sequence[T]) -> tuple[T, T]:
-    """(a, b) → (b, a): each network is trained on the other's division / selection (co-divide)."""
-    a, b = pair
-    return b, a

@@ -1,4 +1,5 @@
-"""The ``run``, ``resume``, ``status`` and ``quickstart`` commands (registered into ``lnlbench.cli``).
+"""The ``run``, ``resume``, ``status`` and ``quickstart`` commands (declared in :data:`COMMANDS`, which
+``lnlbench.cli`` reads).
 
 Ray is imported only by the commands that start it: ``run --dry-run`` and ``status`` work without it.
 """
@@ -7,12 +8,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
+from lnlbench.command import Command
 from lnlbench.errors import LnlError
 
 from .resources import check_fit, concurrency
@@ -23,23 +23,6 @@ if TYPE_CHECKING:
     from .ray_runner import Outcome
 
 GRIDS = Path(__file__).resolve().parent.parent / "grids"
-
-
-def _hosts() -> list[ModuleType]:
-    """The loaded copies of ``lnlbench.cli``: under ``python -m lnlbench.cli`` it is also ``__main__``."""
-    hosts = [sys.modules.get("lnlbench.cli")]
-    main = sys.modules.get("__main__")
-    if getattr(getattr(main, "__spec__", None), "name", None) == "lnlbench.cli":
-        hosts.append(main)
-    return [h for h in hosts if h is not None and hasattr(h, "command")]
-
-
-def register(name: str, help_text: str):
-    def wrap(fn):
-        for host in _hosts():
-            host.command(name, help_text)(fn)
-        return fn
-    return wrap
 
 
 def _grid(path: str, args: argparse.Namespace) -> GridSpec:
@@ -118,9 +101,6 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=None, help="override the grid's run folder (path or URI)")
 
 
-cmd_run.add_arguments = _run_args
-register("run", "run a grid spec on Ray (Tune over the cells, Ray Train per trial); reruns resume")(cmd_run)
-
 
 # -- resume --------------------------------------------------------------------------------------------
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -141,9 +121,6 @@ def _resume_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-failed", action="store_true", help="do not retry trials that failed")
 
 
-cmd_resume.add_arguments = _resume_args
-register("resume", "finish an interrupted grid: finished trials are kept, the others continue")(cmd_resume)
-
 
 # -- status --------------------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
@@ -155,9 +132,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _status_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run folder (local or mounted); read from its files, no Ray needed")
 
-
-cmd_status.add_arguments = _status_args
-register("status", "done / running / failed / pending per cell of a run folder (no Ray needed)")(cmd_status)
 
 
 # -- quickstart ----------------------------------------------------------------------------------------
@@ -198,6 +172,13 @@ def _quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=None, help="run folder (default results/runs/quickstart)")
 
 
-cmd_quickstart.add_arguments = _quickstart_args
-register("quickstart", "run the digits grid offline (every method, a few noise settings and seeds) and "
-                       "print the leaderboard")(cmd_quickstart)
+COMMANDS = (
+    Command("run", "run a grid spec on Ray (Tune over the cells, Ray Train per trial); reruns resume",
+            _run_args, cmd_run),
+    Command("resume", "finish an interrupted grid: finished trials are kept, the others continue",
+            _resume_args, cmd_resume),
+    Command("status", "done / running / failed / pending per cell of a run folder (no Ray needed)",
+            _status_args, cmd_status),
+    Command("quickstart", "run the digits grid offline (every method, a few noise settings and seeds) and "
+                          "print the leaderboard", _quickstart_args, cmd_quickstart),
+)

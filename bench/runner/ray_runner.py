@@ -16,10 +16,12 @@ back without training, and an unfinished one continues from its checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,12 @@ import ray
 import ray.tune
 import yaml
 
+from lnlbench.config import TrialConfig
 from lnlbench.errors import LnlError
+from lnlbench.files import atomic_write
 
 from . import worker
+from .payload import RunOptions, TrialPayload
 from .resources import Resources, check_fit, concurrency
 from .spec import Cell, GridSpec, check_writable, expand
 from .status import collect
@@ -65,7 +70,7 @@ def say(msg: str, quiet: bool = False) -> None:
 
 
 # -- Ray -----------------------------------------------------------------------------------------------
-def start_ray(address: str | None, quiet: bool = True, verbose: bool = False) -> float:
+def start_ray(address: str | None, quiet: bool = True, verbose: bool = False, num_cpus: int | None = None) -> float:
     """Join ``address`` (or ``$RAY_ADDRESS``) or start a private local Ray; returns the seconds it took.
 
     An already initialised Ray (a test fixture, a notebook) is used as it is. Workers' output reaches
@@ -81,12 +86,29 @@ def start_ray(address: str | None, quiet: bool = True, verbose: bool = False) ->
             os.environ.setdefault(key, val)
     t0 = time.perf_counter()
     try:
+        extra = {"num_cpus": num_cpus} if num_cpus is not None and address == "local" else {}
         ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
-                 logging_level="ERROR", configure_logging=True)
+                 logging_level="ERROR", configure_logging=True, **extra)
     except ConnectionError as exc:
         raise LnlError(f"cannot reach the Ray cluster at {address} ({exc}); check --address/RAY_ADDRESS") \
             from None
     return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def private_ray(num_cpus: int | None = None) -> Iterator[float | None]:
+    """A private local Ray for the block, shut down after it; yields its start-up seconds.
+
+    A Ray that is already initialised is used as it is, left running, and yields None.
+    """
+    if ray.is_initialized():
+        yield None
+        return
+    seconds = start_ray("local", num_cpus=num_cpus)
+    try:
+        yield seconds
+    finally:
+        ray.shutdown()
 
 
 def cluster_nodes() -> list[dict[str, float]]:
@@ -122,12 +144,8 @@ def write_manifest(spec: GridSpec, cells: list[Cell]) -> None:
         write_text(f"{spec.storage}/grid.yaml", grid)
         write_text(f"{spec.storage}/cells.json", table)
         return
-    run = Path(spec.storage)
-    run.mkdir(parents=True, exist_ok=True)
     for name, text in (("grid.yaml", grid), ("cells.json", table)):
-        tmp = run / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(text)
-        tmp.replace(run / name)
+        atomic_write(Path(spec.storage) / name, text)
 
 
 def experiment_name(spec: GridSpec, cells: list[Cell]) -> str:
@@ -136,27 +154,46 @@ def experiment_name(spec: GridSpec, cells: list[Cell]) -> str:
     return f"tune-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
-def trial_payloads(spec: GridSpec, cells: list[Cell], res: Resources, gpus: float) -> list[dict[str, Any]]:
-    """What each Tune trial receives: its cell's TrialConfig and how to run it."""
-    common = {"storage": spec.storage, "remote": spec.is_remote, "train_storage": f"{spec.storage}/train",
-              "num_workers": res.num_workers, "cpus_per_worker": res.cpus_per_worker, "gpus_per_worker": gpus,
-              "max_failures": spec.max_failures, "fault_dir": os.environ.get("LNLBENCH_FAULT_DIR")}
-    return [{"cell": c.config, "run": {**common, "trial_id": c.trial_id}} for c in cells]
+def trial_payloads(spec: GridSpec, cells: list[Cell], res: Resources, gpus: float) -> dict[str, TrialPayload]:
+    """What each Tune trial receives, by trial id: its cell's TrialConfig and how to run it.
+
+    Tune's search space holds only the trial ids (plain strings: Tune rewrites other objects); the
+    payloads reach the trial functions through ``tune.with_parameters`` (the object store).
+    """
+    def options(tid: str) -> RunOptions:
+        return RunOptions(trial_id=tid, storage=spec.storage, remote=spec.is_remote,
+                          train_storage=f"{spec.storage}/train", num_workers=int(res.num_workers),
+                          cpus_per_worker=float(res.cpus_per_worker), gpus_per_worker=float(gpus),
+                          max_failures=int(spec.max_failures))
+    return {c.trial_id: TrialPayload(TrialConfig.from_dict(c.config), options(c.trial_id)) for c in cells}
 
 
 def trial_name(trial: Any) -> str:
     """Tune trial (and folder) name: the cell's trial id."""
-    return trial.config["trial"]["run"]["trial_id"]
+    return trial.config["trial"]
 
 
 # -- progress ------------------------------------------------------------------------------------------
-class Progress(ray.tune.Callback):
-    """One line per trial state change, with the overall count."""
+PROGRESS_EVERY_S = 30.0  # at most one grid progress line (epochs / total per running trial, ETA) per this
 
-    def __init__(self, total: int, quiet: bool):
-        self.total, self.quiet = total, quiet
+
+class Progress(ray.tune.Callback):
+    """One line per trial state change, with the overall count; and, while trials report epochs, a grid
+    line (each running trial's epoch / total, the grid's ETA; read from the run folder) at most every
+    :data:`PROGRESS_EVERY_S` seconds (local or mounted run folders only)."""
+
+    def __init__(self, total: int, quiet: bool, run_dir: str | None = None):
+        self.total, self.quiet, self.run_dir = total, quiet, run_dir
         self.done = self.failed = 0
         self.labels: dict[str, str] = {}
+        self.last_line = time.monotonic()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if self.quiet or self.run_dir is None or time.monotonic() - self.last_line < PROGRESS_EVERY_S:
+            return
+        self.last_line = time.monotonic()
+        with contextlib.suppress(LnlError, OSError, ValueError):  # a progress line never stops the grid
+            say(collect(self.run_dir).progress_line())
 
     def _line(self, trial: Any, what: str) -> None:
         tid = trial_name(trial)
@@ -178,14 +215,14 @@ class Progress(ray.tune.Callback):
 
 
 # -- the grid ------------------------------------------------------------------------------------------
-def _tuner(spec: GridSpec, cells: list[Cell], payloads: list[dict], data: dict | None, quiet: bool,
+def _tuner(spec: GridSpec, cells: list[Cell], payloads: dict[str, TrialPayload], data: dict | None, quiet: bool,
            max_concurrent: int, retry_failed: bool, explicit_k: bool = False) -> ray.tune.Tuner:
     fn = worker.train_trial if spec.executor == "train" else worker.light_trial
-    trainable = ray.tune.with_parameters(fn, data=data)
+    trainable = ray.tune.with_parameters(fn, payloads=payloads, data=data)
     if spec.executor == "train":
         trainable = ray.tune.with_resources(trainable, TRAIN_TRIAL_RESOURCES)
     else:
-        gpus = payloads[0]["run"]["gpus_per_worker"]
+        gpus = next(iter(payloads.values())).run.gpus_per_worker
         trainable = ray.tune.with_resources(trainable, {"cpu": spec.resources.cpus_per_worker, "gpu": gpus})
     name = experiment_name(spec, cells)
     if explicit_k and ray.tune.Tuner.can_restore(f"{spec.storage}/{name}"):
@@ -200,14 +237,14 @@ def _tuner(spec: GridSpec, cells: list[Cell], payloads: list[dict], data: dict |
         return ray.tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=retry_failed)
     tune_retries = 0 if spec.executor == "train" else spec.max_failures  # Train retries its own workers
     return ray.tune.Tuner(
-        trainable, param_space={"trial": ray.tune.grid_search(payloads)},
+        trainable, param_space={"trial": ray.tune.grid_search(list(payloads))},
         # light: a trial actor runs the next trial too (torch and lnlbench stay imported: seconds per trial)
         tune_config=ray.tune.TuneConfig(
             max_concurrent_trials=max_concurrent, trial_name_creator=trial_name,
             trial_dirname_creator=trial_name, reuse_actors=spec.executor == "light"),
         run_config=ray.tune.RunConfig(
             name=name, storage_path=spec.storage, verbose=0,
-            callbacks=[Progress(len(cells), quiet)],
+            callbacks=[Progress(len(cells), quiet, None if spec.is_remote else spec.storage)],
             failure_config=ray.tune.FailureConfig(max_failures=tune_retries),
             checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=1)))
 

@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from lnlbench.config import TrialConfig, parse_noise, resolve
-from lnlbench.errors import LnlError
+from lnlbench.errors import LnlError, unknown_keys
 from lnlbench.registry import DATASETS, METHODS, NOISE
 
 from .resources import Resources
@@ -137,7 +137,7 @@ def parse_spec(raw: dict[str, Any], base: Path | None = None) -> GridSpec:
     names = {f.name for f in dataclasses.fields(GridSpec)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise LnlError(f"unknown grid key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        raise unknown_keys("grid key", unknown, names)
     missing = [k for k in _REQUIRED if raw.get(k) in (None, "", [])]
     if missing:
         raise LnlError(f"the grid needs {', '.join(missing)} (seeds: a non-empty list such as [0, 1, 2])")
@@ -268,7 +268,7 @@ def _resources(value: Any) -> Resources:
     known = {f.name for f in dataclasses.fields(Resources)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise LnlError(f"resources: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise LnlError(f"resources: {unknown_keys('key', unknown, known)}")
     res = Resources(**raw)
     if not isinstance(res.num_workers, int) or res.num_workers < 1:
         raise LnlError(f"resources.num_workers must be an integer ≥ 1, got {res.num_workers!r}")

@@ -2,7 +2,9 @@
 
 Reads ``RUN/cells.json`` (written before the grid starts) and each ``RUN/trials/<id>/result.json``.
 ``running`` means the trial's result says so: it is running now, or its driver was stopped and
-``lnlbench resume RUN`` will continue it from its checkpoint. Also the quickstart's simple leaderboard.
+``lnlbench resume RUN`` will continue it from its checkpoint. Each trial shows epochs done / total, and
+the grid an ETA (:meth:`RunStatus.eta_s`) from the times the trials' result.json files already record.
+Also the quickstart's simple leaderboard.
 """
 from __future__ import annotations
 
@@ -27,6 +29,26 @@ class CellStatus:
     last_acc: float | None = None
     error: str | None = None
     starts: int = 0  # "start" + "resume" records in events.jsonl: how often the trial was (re)launched
+    epochs_total: int | None = None  # the trial's epochs (its hparams); None before it wrote a result
+    wall_time_s: float = 0.0  # engine time so far (all attempts)
+
+    @property
+    def epochs(self) -> str:
+        """``done/total`` (``done`` alone when the total is unknown)."""
+        return f"{self.epochs_done}/{self.epochs_total}" if self.epochs_total else str(self.epochs_done)
+
+    @property
+    def s_per_epoch(self) -> float | None:
+        return self.wall_time_s / self.epochs_done if self.epochs_done else None
+
+    @property
+    def remaining_s(self) -> float | None:
+        """Engine time this trial still needs at its own pace so far (None if unknown)."""
+        if self.state == "done":
+            return 0.0
+        if self.s_per_epoch is None or not self.epochs_total:
+            return None
+        return self.s_per_epoch * max(0, self.epochs_total - self.epochs_done)
 
 
 @dataclass(frozen=True)
@@ -37,13 +59,44 @@ class RunStatus:
     def counts(self) -> dict[str, int]:
         return {s: sum(c.state == s for c in self.cells) for s in STATES}
 
+    def eta_s(self) -> float | None:
+        """Seconds until the grid ends, estimated from what the trial folders record.
+
+        Running trials need their remaining epochs at their own pace; a pending trial is taken to last as
+        long as the mean finished trial (else the mean projected running one); the work is shared by as
+        many slots as trials run now (at least one). None when nothing has timed an epoch yet.
+        """
+        cells = [c for c in self.cells if c.state != "failed"]
+        running = [c for c in cells if c.state == "running"]
+        done = [c.wall_time_s for c in cells if c.state == "done" and c.wall_time_s]
+        projected = [c.wall_time_s + c.remaining_s for c in running if c.remaining_s is not None]
+        per_trial = (sum(done) / len(done)) if done else (sum(projected) / len(projected)) if projected else None
+        pending = sum(c.state == "pending" for c in cells)
+        if per_trial is None and (pending or running):
+            return None
+        left = sum(c.remaining_s if c.remaining_s is not None else per_trial for c in running)
+        return (left + pending * (per_trial or 0.0)) / max(1, len(running))
+
+    def progress_line(self) -> str:
+        """``12 trials: 3 done, 2 running, ...; running: ab12cd 4/10, ...; ETA 0:03:10``."""
+        from lnlbench.progress import duration
+
+        counts = ", ".join(f"{v} {k}" for k, v in self.counts().items())
+        running = [f"{c.trial_id[:12]} {c.epochs}" for c in self.cells if c.state == "running"]
+        line = f"{len(self.cells)} trials: {counts}"
+        if running:
+            line += "; running: " + ", ".join(running)
+        if any(c.state in ("running", "pending") for c in self.cells):
+            line += f"; ETA {duration(self.eta_s())}"
+        return line
+
     def table(self) -> str:
-        lines = [f"{'trial':<56} {'state':<8} {'epochs':>6} {'last acc':>8}  error"]
+        lines = [f"{'trial':<56} {'state':<8} {'epochs':>9} {'s/epoch':>8} {'last acc':>8}  error"]
         for c in self.cells:
             acc = "" if c.last_acc is None else f"{c.last_acc:.4f}"
-            lines.append(f"{c.trial_id:<56} {c.state:<8} {c.epochs_done:>6} {acc:>8}  {c.error or ''}")
-        counts = ", ".join(f"{v} {k}" for k, v in self.counts().items())
-        lines.append(f"{len(self.cells)} trials: {counts}")
+            pace = "" if c.s_per_epoch is None else f"{c.s_per_epoch:.2f}"
+            lines.append(f"{c.trial_id:<56} {c.state:<8} {c.epochs:>9} {pace:>8} {acc:>8}  {c.error or ''}")
+        lines.append(self.progress_line())
         return "\n".join(lines)
 
 
@@ -70,8 +123,9 @@ def cell_status(folder: Path) -> CellStatus:
     state = {"ok": "done", "running": "running", "failed": "failed"}.get(res.get("status"), "pending")
     err = res.get("error") or {}
     message = f"{err.get('type')}: {err.get('message')}" if err else None
+    total = (res.get("hparams") or {}).get("epochs")
     return CellStatus(folder.name, state, int(res.get("epochs_done") or 0), res.get("last_acc"),
-                      message, _starts(folder))
+                      message, _starts(folder), int(total) if total else None, float(res.get("wall_time_s") or 0.0))
 
 
 def collect(run_dir: str | Path) -> RunStatus:

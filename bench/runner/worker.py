@@ -28,20 +28,19 @@ and the engine trains data-parallel (:mod:`lnlbench.distributed`: sharded global
 gradients, rank 0 evaluates and writes the trial folder). Every rank reports each time (Ray Train's
 ``report`` is collective); rank 0 decides when and alone attaches the checkpoint.
 
-**Fault injection (tests only).** If ``run["fault_dir"]`` (``$LNLBENCH_FAULT_DIR`` of the driver) holds
-``<trial_id>.once``, the worker deletes the file and raises after the first epoch of the attempt has been
-checkpointed and reported; ``<trial_id>.always`` raises so in every attempt.
+**Datasets from the object store.** With ``share_data`` the driver puts each dataset in the object store
+once; :func:`shared_loader` is the loader the worker passes to ``run_trial`` (a parameter: nothing is
+patched), which reads those and loads any other dataset as usual.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,45 +50,41 @@ import ray.train.torch
 import ray.tune
 import torch
 
+from lnlbench.data import load_dataset
 from lnlbench.engine import run_trial
+from lnlbench.files import atomic_write
+from lnlbench.types import DatasetInfo, DatasetLoader
+
+from .payload import TrialPayload
 
 CKPT_FILE = "checkpoint.pt"
 CKPT_META = "lnlbench_checkpoint.json"
 RESULT_KEYS = ("status", "best_acc", "last_acc", "final_acc", "epochs_done", "wall_time_s")
-REPORT_EVERY_S = 10.0  # at most one report (and checkpoint copy) to Ray per this many seconds
 Report = Callable[..., None]
 
 
-class InjectedFault(RuntimeError):
-    """The error a test's fault marker raises inside a worker."""
-
-
 # -- the trial folder ----------------------------------------------------------------------------------
-def trial_dir(cell: dict[str, Any], trial_id: str) -> Path:
-    return Path(cell["out_dir"]) / trial_id
-
-
-def finished_result(cell: dict[str, Any], run: dict[str, Any]) -> dict[str, Any] | None:
+def finished_result(p: TrialPayload) -> dict[str, Any] | None:
     """The trial's result.json if it finished (``status: ok``), else None (read from the storage)."""
-    tid = run["trial_id"]
+    tid = p.trial_id
     try:
-        if run.get("remote"):
+        if p.run.remote:
             from .storage import read_text
 
-            text = read_text(f"{run['storage']}/trials/{tid}/result.json") or "{}"
+            text = read_text(f"{p.run.storage}/trials/{tid}/result.json") or "{}"
         else:
-            text = (trial_dir(cell, tid) / "result.json").read_text()
+            text = (p.trial_dir / "result.json").read_text()
         result = json.loads(text)
     except (OSError, ValueError):
         return None
     return result if result.get("status") == "ok" and result.get("trial_id") == tid else None
 
 
-def reported_finished(cell: dict[str, Any], run: dict[str, Any]) -> bool:
+def reported_finished(p: TrialPayload) -> bool:
     """A finished trial (its result.json says ok) is reported to Tune as it is, without training."""
-    done = finished_result(cell, run)
+    done = finished_result(p)
     if done is not None:
-        ray.tune.report(summary(done, run["trial_id"]))
+        ray.tune.report(summary(done, p.trial_id))
     return done is not None
 
 
@@ -105,28 +100,14 @@ def restore_checkpoint(ckpt: ray.train.Checkpoint | None, folder: Path) -> None:
         return
     with ckpt.as_directory() as src:
         if (Path(src) / CKPT_FILE).exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f"{CKPT_FILE}.restore.tmp"
-            shutil.copy2(Path(src) / CKPT_FILE, tmp)
-            tmp.replace(folder / CKPT_FILE)
+            with open(Path(src) / CKPT_FILE, "rb") as f:
+                atomic_write(folder / CKPT_FILE, lambda out: shutil.copyfileobj(f, out))
 
 
-def maybe_fault(run: dict[str, Any], trial_id: str) -> None:
-    fault_dir = run.get("fault_dir")
-    if not fault_dir:
-        return
-    once, always = Path(fault_dir) / f"{trial_id}.once", Path(fault_dir) / f"{trial_id}.always"
-    if always.exists():
-        raise InjectedFault(f"injected fault (always) in {trial_id}")
-    with contextlib.suppress(FileNotFoundError):
-        once.unlink()
-        raise InjectedFault(f"injected fault (once) in {trial_id}")
-
-
-def epoch_hook(report: Report, ckpt_cls: type | None, run: dict[str, Any], trial_id: str, rank: int = 0):
+def epoch_hook(report: Report, ckpt_cls: type | None, p: TrialPayload, rank: int = 0):
     """The engine's ``on_epoch_end``: report to Ray, with a copy of the engine's latest checkpoint.
 
-    Reports go out on the first epoch of an attempt and then at most every ``run["report_every_s"]``
+    Reports go out on the first epoch of an attempt and then at most every ``p.run.report_every_s``
     seconds: a report is a round trip through Ray and a checkpoint copy, which would otherwise cost more
     than a small model's epoch. So Ray's checkpoint lags the engine's by at most that interval, which
     only matters where the trial folder is lost (URI storage on a fresh node). ``ckpt_cls=None``: report
@@ -136,7 +117,7 @@ def epoch_hook(report: Report, ckpt_cls: type | None, run: dict[str, Any], trial
 
     seen: dict[str, Any] = {"stamp": None, "calls": 0, "last": 0.0}
     dist = Dist()
-    every = float(run.get("report_every_s", REPORT_EVERY_S))
+    every, trial_id = p.run.report_every_s, p.trial_id
 
     def hook(epoch: int, rec: dict[str, Any], ckpt_path: Path) -> None:
         seen["calls"] += 1
@@ -158,8 +139,6 @@ def epoch_hook(report: Report, ckpt_cls: type | None, run: dict[str, Any], trial
                     report(metrics, checkpoint=ckpt_cls.from_directory(tmp))
             else:
                 report(metrics)
-        if seen["calls"] == 1:  # the first epoch of this attempt, once it is checkpointed and reported
-            maybe_fault(run, trial_id)
     return hook
 
 
@@ -169,99 +148,84 @@ def dataset_key(name: str, data_root: str | None, data_file: str | None, options
     return json.dumps([name, data_root, data_file] + ([options] if options else []), sort_keys=True)
 
 
-@contextlib.contextmanager
-def shared_datasets(refs: dict[str, Any] | None) -> Iterator[None]:
-    """While a trial runs, datasets the driver put in the object store are read from it (zero-copy).
+def shared_loader(refs: dict[str, Any] | None) -> DatasetLoader:
+    """The loader a worker passes to ``run_trial``: datasets the driver put in the object store (zero-copy),
+    :func:`lnlbench.data.load_dataset` for any other.
 
-    The engine loads its dataset through ``lnlbench.data.load_dataset``; this swaps that one function,
-    in this worker process only and for the duration of the trial, for a lookup in ``refs`` (falling back
-    to the real loader for any other dataset). The image arrays stay read-only shared memory; the small
-    label arrays are copied so nothing downstream can trip on a read-only array.
+    The image arrays stay read-only shared memory; the small label arrays are copied so nothing
+    downstream can trip on a read-only array.
     """
-    if not refs:
-        yield
-        return
-    import lnlbench.data as data_module
-
-    original = data_module.load_dataset
-
-    def load(name: str, data_root: str | None = None, data_file: str | None = None, download: bool = False,
-             options: dict | None = None):
-        ref = refs.get(dataset_key(name, data_root, data_file, options))
+    def load(name: str, data_root: str | None = None, data_file: str | None = None,
+             download: bool = False, options: dict | None = None) -> DatasetInfo:
+        ref = (refs or {}).get(dataset_key(name, data_root, data_file, options))
         if ref is None:
-            return original(name, data_root, data_file, download, options)
+            return load_dataset(name, data_root, data_file, download, options)
         info = ray.get(ref)
         labels = {f.name: getattr(info, f.name).copy() for f in dataclasses.fields(info)
                   if f.name.startswith("y_") and getattr(info, f.name) is not None}
         return dataclasses.replace(info, **labels)
-
-    data_module.load_dataset = load
-    try:
-        yield
-    finally:
-        data_module.load_dataset = original
+    return load
 
 
-def _run(cell: dict[str, Any], run: dict[str, Any], hook: Callable, refs: dict[str, Any] | None) -> dict:
-    torch.set_num_threads(max(1, int(run.get("cpus_per_worker", 1))))
+def _run(p: TrialPayload, hook: Callable, refs: dict[str, Any] | None) -> dict:
+    torch.set_num_threads(max(1, int(p.run.cpus_per_worker)))
     # Shared arrays are read-only; the engine only reads its test images, which may alias them.
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     try:
-        with shared_datasets(refs):
-            return run_trial(cell, raise_on_error=True, on_epoch_end=hook)
+        return run_trial(p.cell, raise_on_error=True, on_epoch_end=hook, load=shared_loader(refs))
     finally:
-        if run.get("remote"):
+        if p.run.remote:
             from .storage import upload_trial
 
-            upload_trial(trial_dir(cell, run["trial_id"]), run["storage"])
+            upload_trial(p.trial_dir, p.run.storage)
 
 
 # -- the Train executor --------------------------------------------------------------------------------
 def train_worker(config: dict[str, Any]) -> None:
     """Every Ray Train rank runs this: resume point, ``run_trial``, epoch reports with checkpoints."""
-    cell, run = config["cell"], config["run"]
-    tid = run["trial_id"]
+    p: TrialPayload = config["trial"]
     ctx = ray.train.get_context()
-    if ctx.get_world_size() > 1 and torch.cuda.is_available() and cell.get("device", "auto") == "auto":
+    if ctx.get_world_size() > 1 and torch.cuda.is_available() and p.cell.device == "auto":
         device = ray.train.torch.get_device()  # this rank's GPU
         torch.cuda.set_device(device)
-        cell = {**cell, "device": str(device)}
-    restore_checkpoint(ray.train.get_checkpoint(), trial_dir(cell, tid))
-    hook = epoch_hook(ray.train.report, ray.train.Checkpoint, run, tid, ctx.get_world_rank())
-    result = _run(cell, run, hook, config.get("data"))
-    ray.train.report(summary(result, tid))
+        p = dataclasses.replace(p, cell=dataclasses.replace(p.cell, device=str(device)))
+    restore_checkpoint(ray.train.get_checkpoint(), p.trial_dir)
+    hook = epoch_hook(ray.train.report, ray.train.Checkpoint, p, ctx.get_world_rank())
+    result = _run(p, hook, config.get("data"))
+    ray.train.report(summary(result, p.trial_id))
 
 
-def train_trial(config: dict[str, Any], data: dict[str, Any] | None = None) -> None:
+def train_trial(config: dict[str, Any], payloads: dict[str, TrialPayload],
+                data: dict[str, Any] | None = None) -> None:
     """One Tune trial = one grid cell, trained by a Ray Train ``TorchTrainer`` named after the trial id."""
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    cell, run = config["trial"]["cell"], config["trial"]["run"]
-    tid = run["trial_id"]
-    if reported_finished(cell, run):
+    p = payloads[config["trial"]]  # Tune's config holds the trial id
+    if reported_finished(p):
         return
-    gpus = float(run["gpus_per_worker"])
-    per_worker = {"CPU": float(run["cpus_per_worker"]), **({"GPU": gpus} if gpus else {})}
+    run = p.run
+    gpus = float(run.gpus_per_worker)
+    per_worker = {"CPU": float(run.cpus_per_worker), **({"GPU": gpus} if gpus else {})}
     trainer = TorchTrainer(
-        train_worker, train_loop_config={"cell": cell, "run": run, "data": data},
-        scaling_config=ray.train.ScalingConfig(num_workers=int(run["num_workers"]), use_gpu=gpus > 0,
+        train_worker, train_loop_config={"trial": p, "data": data},
+        scaling_config=ray.train.ScalingConfig(num_workers=run.num_workers, use_gpu=gpus > 0,
                                                resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
-            name=tid, storage_path=run["train_storage"], callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=int(run["max_failures"])),
+            name=p.trial_id, storage_path=run.train_storage, callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)))
     trainer.fit()
 
 
 # -- the light executor --------------------------------------------------------------------------------
-def light_trial(config: dict[str, Any], data: dict[str, Any] | None = None) -> None:
+def light_trial(config: dict[str, Any], payloads: dict[str, TrialPayload],
+                data: dict[str, Any] | None = None) -> None:
     """One Tune trial = one grid cell, trained in the Tune trial's own process (no Ray Train)."""
-    cell, run = config["trial"]["cell"], config["trial"]["run"]
-    tid = run["trial_id"]
-    if reported_finished(cell, run):
+    p = payloads[config["trial"]]  # Tune's config holds the trial id
+    if reported_finished(p):
         return
-    restore_checkpoint(ray.tune.get_checkpoint(), trial_dir(cell, tid))
-    hook = epoch_hook(ray.tune.report, ray.tune.Checkpoint if run.get("remote") else None, run, tid)
-    result = _run(cell, run, hook, data)
-    ray.tune.report(summary(result, tid))
+    restore_checkpoint(ray.tune.get_checkpoint(), p.trial_dir)
+    hook = epoch_hook(ray.tune.report, ray.tune.Checkpoint if p.run.remote else None, p)
+    result = _run(p, hook, data)
+    ray.tune.report(summary(result, p.trial_id))

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,10 +19,11 @@ from typing import Any
 
 import torch
 
-from .config import TrialConfig
-from .engine import pick_device, run_trial
-from .perf import TARGETS, Sizes, cores, trial_config
-from .registry import METHODS
+from lnlbench.config import TrialConfig
+from lnlbench.engine import pick_device, run_trial
+from lnlbench.registry import METHODS
+
+from .common import TARGETS, Sizes, cores, trial_config
 
 
 # -- 4. grid packing -------------------------------------------------------------------------------------
@@ -49,11 +49,10 @@ def calibrate_epochs(cfg: TrialConfig, target_s: float, threads: int) -> tuple[i
 def grid_packing(work: Path, sizes: Sizes, device: str, executors: list[str]) -> dict[str, Any]:
     """N equal CE trials on k slots through :func:`lnlbench.runner.ray_runner.run_grid`, per executor."""
     try:
-        import ray
+        from lnlbench.runner.ray_runner import private_ray, run_grid
     except ImportError:
         return {"skipped": "ray is not installed"}
-    from .runner.ray_runner import LOCAL_ENV, QUIET_ENV, run_grid
-    from .runner.spec import parse_spec
+    from lnlbench.runner.spec import parse_spec
 
     dev = pick_device(device)
     k, n = sizes.grid_slots, sizes.grid_trials
@@ -64,15 +63,9 @@ def grid_packing(work: Path, sizes: Sizes, device: str, executors: list[str]) ->
     out: dict[str, Any] = {"slots": k, "trials": n, "epochs": epochs, "calibrated_s_per_epoch": per_epoch,
                            "n_train": sizes.n_method, "model": sizes.model, "model_kwargs": sizes.model_kwargs,
                            "aimed_trial_s": sizes.grid_trial_s, "cpus_per_trial": cpus, "executors": {}}
-    started = not ray.is_initialized()
-    if started:
-        for key, val in {**QUIET_ENV, **LOCAL_ENV}.items():
-            os.environ.setdefault(key, val)
-        t0 = time.perf_counter()
-        ray.init(address="local", num_cpus=max(cores(), k * cpus), include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", configure_logging=True)
-        out["ray_start_s"] = time.perf_counter() - t0
-    try:
+    with private_ray(num_cpus=max(cores(), k * cpus)) as ray_start_s:
+        if ray_start_s is not None:  # None: a Ray that was already running is used
+            out["ray_start_s"] = ray_start_s
         for ex in executors:
             spec = parse_spec({
                 "name": f"perf-{ex}", "datasets": ["cifar10"], "methods": ["ce"], "preset": "paper",
@@ -90,9 +83,6 @@ def grid_packing(work: Path, sizes: Sizes, device: str, executors: list[str]) ->
                 "target": TARGETS["grid_packing"], "mean_trial_s": sum(trial_s) / max(1, len(trial_s)),
                 "overhead_per_trial_s": (outcome.wall_s * k - sum(trial_s)) / max(1, len(trial_s)),
                 "done": len(trial_s), "counts": outcome.counts}
-    finally:
-        if started:
-            ray.shutdown()
     return out
 
 
@@ -141,7 +131,7 @@ def memory_main() -> None:
 def memory(work: Path, sizes: Sizes, device: str, methods: list[str] | None = None) -> dict[str, Any]:
     """Peak RSS / device memory of a 2-epoch trial of each method, each in a fresh Python process."""
     names = ["ce", *[m for m in (methods or METHODS.names()) if m != "ce"]]
-    code = "from lnlbench.perf_trials import memory_main; memory_main()"
+    code = "from lnlbench.perf.trials import memory_main; memory_main()"
     rows = []
     for m in names:
         cfg = trial_config(work, sizes, m, device, sizes.n_memory, f"mem-{m}", epochs=2).to_dict()

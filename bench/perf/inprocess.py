@@ -1,37 +1,23 @@
-"""``lnlbench perf``: five performance figures, each a ratio of two things measured side by side in one process.
+"""Measurements 1-3 of ``lnlbench perf``, in this process: engine overhead, augmentation, method cost.
 
-1. **engine overhead**: CE epochs through the engine's trial path (``_Trial``, the object ``run_trial``
-   drives: ``MethodContext.batches/augment/step``) against a bare hand-written PyTorch loop on the same model,
-   noisy labels on the device, batch size and batched augmentation. Epochs alternate (engine, bare, bare,
-   engine, ...) so background load hits both alike; the ratio is the median of the per-pair ratios. Setup
-   is not timed. The engine's per-epoch bookkeeping (test evaluation, checkpoint, result.json) is timed apart.
+1. **engine overhead**: CE epochs through :func:`lnlbench.engine.run_trial` against a bare hand-written
+   PyTorch loop on the same model, noisy labels on the device, batch size and batched augmentation. Epochs
+   alternate (engine, bare, bare, engine, ...) so background load hits both alike; the ratio is the median
+   of the per-pair ratios. Setup is not timed. The engine's per-epoch bookkeeping (test evaluation,
+   checkpoint, result.json) is timed apart.
 2. **augmentation**: the engine's on-device batched crop + flip + normalise
    (:class:`lnlbench.datasets.augment.Augmenter`) against torchvision's PIL transforms in a DataLoader with
    one worker per available core, on the same images and batch size.
-3. **method cost**: a post-warm-up epoch of every registered method against CE, same data, network and
+3. **method cost**: a main-phase epoch of every registered method against CE, same data, network and
    device; each method keeps its ``paper`` CIFAR-10 recipe (batch size, optimiser, augmentation) except
-   the network (:data:`STEADY` ends warm-ups early).
-4. **grid packing**: N equal trials on k slots through the Ray runner: wall time ÷ (Σ trial time ÷ k), and
-   the executor's overhead per trial (everything but the engine's epochs: actor start, data, Tune).
-5. **memory**: peak host RSS and peak device memory of one short trial per method, each trial in a fresh
-   process (so peaks do not mix).
-
-4 and 5 live in :mod:`lnlbench.perf_trials`, the text report in :mod:`lnlbench.perf_report`.
-
-Data are synthetic CIFAR-shaped uint8 images (a colour template per class plus noise; nothing is
-downloaded) written to a temporary folder and served as ``cifar10`` from an array file.
+   the network, with its own ``SMOKE`` overrides (which end warm-ups early). Methods are built with the
+   public :func:`lnlbench.engine.build_trial` and their ``train_epoch`` timed directly.
 """
 from __future__ import annotations
 
 import math
-import os
-import platform
-import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -39,113 +25,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lnlbench.config import TrialConfig, resolve
+from lnlbench.data import prepare
 from lnlbench.datasets.augment import Augmenter
-from lnlbench.datasets.cifar import CIFAR10, CIFAR10_CLASSES
+from lnlbench.datasets.cifar import CIFAR10
+from lnlbench.engine import amp_dtype, build_trial, pick_device, run_trial
+from lnlbench.registry import METHODS, MODELS
 
-from .config import TrialConfig, resolve
-from .data import prepare
-from .engine import _Trial, amp_dtype, pick_device, run_trial
-from .registry import METHODS, MODELS
-from .results import git_commit, host, versions
-
-SCHEMA = "lnlbench.perf/1"
-TARGETS = {"engine_overhead": 1.10, "augmentation": 20.0, "grid_packing": 1.15}
-
-# Hyperparameter overrides that make the timed epochs a method's main phase, and what is timed (formatted
-# with the timed epoch's logs and n = the number of training images).
-STEADY: dict[str, tuple[dict[str, Any], str]] = {
-    "dividemix": ({"warm_up": 1}, "warm_up=1: co-divide + MixMatch, labeled sets {labeled_1}+{labeled_2} of 2×{n}"),
-    "coteaching": ({"num_gradual": 1}, "num_gradual=1: full forget rate; paper recipe: no augmentation"),
-    "gce": ({}, "L_q epoch; + a no-grad truncation pass 1 epoch in 10 from epoch 40"),
-}
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How big each measurement is: :data:`QUICK`, :data:`FULL` (tests use smaller ones)."""
-
-    mode: str
-    model: str = "cnn_small"
-    model_kwargs: dict[str, Any] = field(default_factory=lambda: {"widths": [8, 16, 32]})
-    n_train: int = 512  # engine overhead: training images
-    n_test: int = 256
-    batch_size: int = 128
-    pairs: int = 2  # timed engine/bare epoch pairs, after one untimed pair
-    n_aug: int = 2048
-    aug_reps: int = 2
-    n_method: int = 256  # method cost: training images
-    method_reps: int = 1  # timed epochs per method, after one untimed epoch
-    grid_trials: int = 4
-    grid_slots: int = 2
-    grid_trial_s: float = 3.0  # aimed length of each grid trial (calibrated epochs)
-    n_memory: int = 256
-
-
-QUICK = Sizes("quick", pairs=4, n_aug=4096, aug_reps=3, n_method=512, method_reps=3, grid_trial_s=2.0)
-FULL = Sizes("full", n_train=10000, n_test=2000, pairs=4, n_aug=10000, aug_reps=3, n_method=2000,
-             method_reps=2, grid_trials=4, grid_trial_s=30.0, n_memory=2000)
-
-
-# -- data, trials, timing --------------------------------------------------------------------------------
-def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 32, 32, 3) uint8 images, 60 % a fixed random template of their class + 40 % noise, and labels."""
-    rng = np.random.default_rng(seed)
-    templates = rng.integers(0, 256, (10, 32, 32, 3)).astype(np.float32)
-    y = rng.integers(0, 10, n)
-    x = 0.6 * templates[y] + 0.4 * rng.integers(0, 256, (n, 32, 32, 3)).astype(np.float32)
-    return x.astype(np.uint8), y
-
-
-def synthetic_cifar(path: Path, n_train: int, n_test: int) -> Path:
-    """A CIFAR-10-shaped array file (see ``datasets/arrayfile.py``) of synthetic images."""
-    if not path.exists():
-        x, y = synthetic_images(n_train + n_test, seed=n_train)
-        np.savez(path, x_train=x[:n_train], y_train=y[:n_train], x_test=x[n_train:], y_test=y[n_train:],
-                 classes=np.array(CIFAR10_CLASSES))
-    return path
-
-
-def trial_config(work: Path, sizes: Sizes, method: str, device: str, n_train: int, tag: str,
-                 hparams: dict[str, Any] | None = None, epochs: int | None = None) -> TrialConfig:
-    """``method``'s paper CIFAR-10 recipe on synthetic data with the perf network, 40 % symmetric noise."""
-    data = synthetic_cifar(work / f"cifar_{n_train}.npz", n_train, sizes.n_test)
-    hp = {"model": sizes.model, "model_kwargs": dict(sizes.model_kwargs), **STEADY.get(method, ({}, ""))[0],
-          **(hparams or {})}
-    return TrialConfig(method=method, dataset="cifar10", data_file=str(data), data_root=str(work / "data"),
-                       noise="symmetric", rate=0.4, seed=0, preset="paper", epochs=epochs, hparams=hp,
-                       out_dir=str(work / "trials" / tag), device=device)
-
-
-def build_trial(cfg: TrialConfig) -> _Trial:
-    """The engine's trial object, built (data on the device, method constructed) but not run."""
-    trial = _Trial(resolve(cfg), None)
-    trial.build()
-    trial.dir.mkdir(parents=True, exist_ok=True)
-    return trial
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    """Seconds ``fn`` takes, the device synchronised on both ends."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
-
-
-def host_values(logs: dict[str, Any] | None) -> dict[str, Any]:
-    """A method's epoch logs as plain numbers (the one host sync per epoch the engine also does)."""
-    return {k: float(v) if isinstance(v, (torch.Tensor, np.generic)) else v for k, v in (logs or {}).items()}
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))
+from .common import (
+    TARGETS,
+    Sizes,
+    cores,
+    host_values,
+    median,
+    smoke_overrides,
+    synthetic_images,
+    timed,
+    trial_config,
+)
 
 
 # -- 1. engine overhead ----------------------------------------------------------------------------------
@@ -313,64 +210,13 @@ def method_cost(work: Path, sizes: Sizes, device: str, methods: list[str] | None
     ce = median(times["ce"])
     rows = [{"method": m, "s_per_epoch": median(times[m]), "ratio": median(times[m]) / ce,
              "batch_size": trials[m].trial.hparams.batch_size, "timed_epochs": list(range(1, sizes.method_reps + 1)),
-             "overrides": STEADY.get(m, ({}, ""))[0], "note": _note(m, logs[m], sizes.n_method),
+             "overrides": smoke_overrides(m), "note": _note(m),
              "logs": {k: v for k, v in logs[m].items() if isinstance(v, (int, float))}} for m in names]
     return {"rows": rows, "n_train": sizes.n_method, "model": sizes.model, "model_kwargs": sizes.model_kwargs,
             "recipe": "each method's paper CIFAR-10 recipe, network replaced"}
 
 
-def _note(method: str, logs: dict[str, Any], n: int) -> str:
-    try:
-        return STEADY.get(method, ({}, ""))[1].format(n=n, **logs)
-    except (KeyError, IndexError, ValueError):
-        return STEADY[method][1]
-
-
-# -- all of it -------------------------------------------------------------------------------------------
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info(dev: torch.device) -> dict[str, Any]:
-    return {"host": host(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "cpus_available": cores(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-            "load_average_start": list(os.getloadavg()), "versions": versions(), "git_commit": git_commit(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-def run_perf(sizes: Sizes, device: str = "auto", skip_ray: bool = False, executors: list[str] | None = None,
-             methods: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The five measurements (memory trials in fresh processes, grid trials in Ray's); every figure."""
-    from . import perf_trials  # it imports this module
-
-    t0 = time.perf_counter()
-    dev = pick_device(device)
-    for m in methods or []:
-        METHODS.get(m)  # an unknown name fails now, with the known ones, not minutes in
-    out: dict[str, Any] = {"schema": SCHEMA, "mode": sizes.mode, "sizes": asdict(sizes),
-                           "machine": machine_info(dev)}
-    executors = executors or (["light"] if sizes.mode == "quick" else ["light", "train"])
-    with tempfile.TemporaryDirectory(prefix="lnlbench-perf-") as tmp:
-        work = Path(tmp)
-        steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-            ("engine_overhead", lambda: engine_overhead(work, sizes, device)),
-            ("augmentation", lambda: augmentation(sizes, device)),
-            ("method_cost", lambda: method_cost(work, sizes, device, methods)),
-            ("grid_packing", lambda: {"skipped": "--skip-ray"} if skip_ray
-             else perf_trials.grid_packing(work, sizes, device, executors)),
-            ("memory", lambda: perf_trials.memory(work, sizes, device, methods))]
-        for i, (key, fn) in enumerate(steps, 1):
-            log(f"perf: {i}/5 {key.replace('_', ' ')} ...")
-            t = time.perf_counter()
-            out[key] = {**fn(), "measure_s": time.perf_counter() - t}
-    out["machine"]["load_average_end"] = list(os.getloadavg())
-    out["wall_s"] = time.perf_counter() - t0
-    return out
+def _note(method: str) -> str:
+    """What the timed epochs ran with: the method's ``SMOKE`` overrides, if any."""
+    over = smoke_overrides(method)
+    return "SMOKE: " + ", ".join(f"{k}={v}" for k, v in over.items()) if over else ""

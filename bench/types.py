@@ -1,12 +1,16 @@
-"""What a dataset loader returns and what a noise generator takes and returns.
+"""The data types shared by the engine and the datasets: what a loader returns, what a noise generator takes
+and returns.
 
-A loader turns a :class:`DataSpec` into one :class:`DatasetInfo`. Images are kept as uint8 arrays in
+They live here, in a module that imports nothing of lnlbench, so the engine (``lnlbench.data``,
+``lnlbench.noisefile``) and the datasets (``lnlbench.datasets``) both import them and neither imports
+the other for them. A loader turns a :class:`DataSpec` into one :class:`DatasetInfo`. Images are kept as uint8 arrays in
 (N, H, W, C) layout on the host; the engine moves them to the trial's device once, as (N, C, H, W).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -151,3 +155,8 @@ class NoiseInfo:
     given_noisy: np.ndarray | None = None  # noisy labels shipped with the dataset
     data_root: Path | None = None  # where real-noise label files live (``<root>/cifar-n``)
     options: dict[str, Any] = field(default_factory=dict)
+
+
+# How the engine loads a dataset: ``(name, data_root, data_file, download) -> DatasetInfo``; by default
+# :func:`lnlbench.data.load_dataset`, the Ray worker passes one that reads the object store.
+DatasetLoader = Callable[[str, "str | None", "str | None", bool], DatasetInfo]
