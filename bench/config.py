@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LnlError
-from .hparams import TRIAL_KEYS, build_hparams, preset_overrides
+from .hparams import TRIAL_KEYS, build_hparams, check_waiting, preset_overrides
 from .registry import DATASETS, METHODS, NOISE
 
 
@@ -120,6 +120,8 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
     """Validate a trial config and resolve its method, hyperparameters and trial id."""
     _check_ranges(config)
     method_cls = METHODS.get(config.method)
+    check_waiting(config.method, getattr(method_cls, "WAITING", {}), config.dataset,
+                  str(config.noise).partition(":")[0], config.rate)
     if config.data_file is None or config.dataset in DATASETS:  # an unknown name may name an array file
         DATASETS.get(config.dataset)
     noise_name, noise_opts = parse_noise(config.noise, config.noise_options)

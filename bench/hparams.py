@@ -85,12 +85,25 @@ def preset_overrides(presets: dict, preset: str, dataset: str, noise: str, rate:
         raise LnlError(f"unknown preset '{preset}'; this method has: {known}")
     table = presets[preset]
     merged: dict[str, Any] = {}
+    for key in preset_keys(dataset, noise, rate):
+        merged.update(table.get(key, {}))
+    return merged
+
+
+def preset_keys(dataset: str, noise: str, rate: float | None) -> list[str]:
+    """The preset keys of one (dataset, noise, rate) cell, most general first (later entries win)."""
     keys = [dataset, f"{dataset}/{noise}"]
     if rate is not None:
         keys.append(f"{dataset}/{noise}@{rate:g}")
-    for key in keys:
-        merged.update(table.get(key, {}))
-    return merged
+    return keys
+
+
+def check_waiting(method: str, waiting: dict[str, str], dataset: str, noise: str, rate: float | None) -> None:
+    """A one-line error when the cell's recipe is marked as waiting (``Method.WAITING``) for a part that is
+    not registered yet, so asking for it names what is missing instead of failing somewhere later."""
+    for key in preset_keys(dataset, noise, rate):
+        if key in waiting:
+            raise LnlError(f"{method}'s recipe for '{key}' cannot run yet: {waiting[key]}")
 
 
 def build_hparams(cls: type, overrides: dict[str, Any]) -> Any:

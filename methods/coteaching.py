@@ -101,6 +101,7 @@ class Coteaching(Method):
     Hparams = CoteachingHparams
     PRESETS = PRESETS
     STATE_ATTRS = ("kept", "last_loss", "tau_estimate")
+    SMOKE = {"num_gradual": 3, "epoch_decay_start": 2}  # R = τ/2 in epoch 0, then τ; Adam's decay from epoch 1
     selection_threshold = 0.25  # kept by at least one of the two networks
 
     def __init__(self, hp: CoteachingHparams, ctx: MethodContext):

@@ -118,6 +118,7 @@ class GCE(Method):
     Hparams = GCEHparams
     PRESETS = PRESETS
     STATE_ATTRS = ("weight", "prunes")
+    SMOKE = {"start_prune": 2, "prune_every": 1}  # plain L_q in epoch 0, a pruning pass before every later one
 
     def __init__(self, hp: GCEHparams, ctx: MethodContext):
         super().__init__(hp, ctx)
