@@ -41,7 +41,7 @@ class TrialConfig:
     download: bool = False
     out_dir: str = "results/runs/trials"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
+    amp: str = "auto"  # auto (fp32 for every preset, see resolve_amp) | bf16 | fp16 | off
     channels_last: bool | None = None  # None: on for CUDA
     compile: bool = False
     checkpoint_every: int = 1  # epochs between checkpoints (0: never)
@@ -73,10 +73,22 @@ class ResolvedTrial:
     trial_id: str
     augment: bool = True
     test_subset: int | None = None
+    amp: str = "off"  # the precision the trial runs in: off (fp32) | bf16 | fp16
 
     @property
     def trial_dir(self) -> Path:
         return Path(self.config.out_dir) / self.trial_id
+
+
+def resolve_amp(spec: str) -> str:
+    """The precision a trial runs in: ``auto`` is fp32 (``off``) for every preset; bf16/fp16 only when asked.
+
+    ``paper``: every official code trains in fp32, and bf16 coarsens the per-sample losses that DivideMix's
+    GMM, Co-teaching's ranking and GCE's pruning sort. ``mini``: also fp32, so a CPU-scale recipe gives the
+    same numbers on a GPU as on the CPUs its leaderboards come from (where ``auto`` was always fp32). The
+    result records the precision as ``amp``; it enters the trial id only when it is not fp32.
+    """
+    return "off" if spec == "auto" else spec
 
 
 def parse_noise(spec: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -152,9 +164,12 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
         identity["augment"] = False
     if test_subset is not None:
         identity["test_subset"] = test_subset
+    amp = resolve_amp(config.amp)
+    if amp != "off":  # only when not fp32, so the ids of fp32 trials stay as they were
+        identity["amp"] = amp
     rate = "na" if config.rate is None else f"{config.rate:g}"
     variant = "-".join(f"{v}" for v in noise_opts.values())
     tag = f"{noise_name}{'-' + variant if variant else ''}"
     trial_id = f"{config.method}_{config.dataset}_{tag}_{rate}_s{config.seed}_{_digest(identity)[:8]}"
     return ResolvedTrial(config, method_cls, hp, preset, noise_name, noise_opts, subset, trial_id, augment,
-                         test_subset)
+                         test_subset, amp)

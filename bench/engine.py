@@ -26,7 +26,7 @@ import torch
 
 from lnlbench.datasets.augment import Augmenter
 
-from .config import ResolvedTrial, TrialConfig, resolve
+from .config import ResolvedTrial, TrialConfig, resolve, resolve_amp
 from .contract import MethodContext, TrainSet
 from .data import TrialData, prepare
 from .distributed import Dist, modules_of
@@ -47,9 +47,8 @@ def pick_device(spec: str) -> torch.device:
 
 
 def amp_dtype(spec: str, device: torch.device) -> torch.dtype | None:
-    if spec == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[spec]
+    """The autocast dtype of a precision (``auto`` resolves as :func:`lnlbench.config.resolve_amp`: fp32)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[resolve_amp(spec)]
 
 
 def _now() -> str:
@@ -94,7 +93,7 @@ class _Trial:
         torch.manual_seed(cfg.seed)  # model initialisation draws from the global generator
         self.ctx = MethodContext(train=train, num_classes=info.num_classes, image_shape=info.image_shape,
                                  device=dev, seed=cfg.seed, augmenter=self.augmenter,
-                                 amp_dtype=amp_dtype(cfg.amp, dev), channels_last=cl,
+                                 amp_dtype=amp_dtype(self.trial.amp, dev), channels_last=cl,
                                  compile_models=cfg.compile, noise_rate_hint=cfg.rate, dist=self.dist)
         self.method = self.trial.method_cls(self.trial.hparams, self.ctx)
 
@@ -237,7 +236,7 @@ class _Trial:
             "config": t.config.to_dict(), "method": t.config.method, "dataset": t.config.dataset,
             "noise": {"name": t.noise_name, "options": t.noise_options, "rate": t.config.rate,
                       **(d.noise.to_dict() if d else {})},
-            "seed": t.config.seed, "preset": t.preset, "hparams": asdict(t.hparams),
+            "seed": t.config.seed, "preset": t.preset, "hparams": asdict(t.hparams), "amp": t.amp,
             "method_flags": {"uses_clean_data": t.method_cls.uses_clean_data,
                              "reconstructed": t.method_cls.reconstructed},
             "data": None if d is None else {
