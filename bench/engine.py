@@ -28,7 +28,7 @@ from lnlbench.datasets.augment import Augmenter
 
 from .config import ResolvedTrial, TrialConfig, resolve, resolve_amp
 from .contract import MethodContext, TrainSet
-from .data import TrialData, prepare
+from .data import TrialData, intended_flip_rate, prepare
 from .distributed import Dist, modules_of
 from .errors import LnlError
 from .metrics import score_selection
@@ -91,10 +91,13 @@ class _Trial:
             self.x_cval = torch.from_numpy(info.x_val).permute(0, 3, 1, 2).contiguous().to(dev)
             self.y_cval = to_dev(info.y_val)
         torch.manual_seed(cfg.seed)  # model initialisation draws from the global generator
+        # where the clean labels are unknown (Clothing1M) the transition says nothing: no flip-rate hint
+        flip = intended_flip_rate(info.y_train, data.transition) if data.score_noise else None
         self.ctx = MethodContext(train=train, num_classes=info.num_classes, image_shape=info.image_shape,
                                  device=dev, seed=cfg.seed, augmenter=self.augmenter,
                                  amp_dtype=amp_dtype(self.trial.amp, dev), channels_last=cl,
-                                 compile_models=cfg.compile, noise_rate_hint=cfg.rate, dist=self.dist)
+                                 compile_models=cfg.compile, noise_rate_hint=cfg.rate, dist=self.dist,
+                                 flip_rate_hint=flip)
         self.method = self.trial.method_cls(self.trial.hparams, self.ctx)
 
     # -- checkpoints -------------------------------------------------------------------------------
