@@ -35,9 +35,9 @@ MAIN_PHASE: dict[str, tuple[str, Callable[[dict], bool]]] = {
     "dividemix": ("warm-up in epoch 0, then co-divide (selection scored) and MixMatch (lx logged)",
                   lambda res: "selection" not in _hist(res)[0] and "lx" not in _hist(res)[0]
                   and all(r.get("selection") is not None and "lx" in r for r in _hist(res)[1:])),
-    "gce": ("plain L_q in epoch 0, then pruned samples (selection scored, kept fraction < 1)",
-            lambda res: "selection" not in _hist(res)[0] and all("selection" in r for r in _hist(res)[1:])
-            and any(r["kept_fraction"] < 1 for r in _hist(res)[1:])),
+    "gce": ("plain L_q in epoch 0, then pruned samples (selection scored, 0 < kept fraction < 1)",
+            lambda res: "selection" not in _hist(res)[0] and _hist(res)[0]["kept_fraction"] == 1
+            and all("selection" in r and 0 < r["kept_fraction"] < 1 for r in _hist(res)[1:])),
     "coteaching": ("R(T) ramping in epoch 0, then the full forget rate τ > 0, and Adam's lr decay",
                    lambda res: _hist(res)[0]["forget_rate"] < _hist(res)[0]["tau"]
                    and all(r["forget_rate"] == r["tau"] > 0 for r in _hist(res)[1:])
