@@ -9,13 +9,13 @@ kept**. R(T) ramps linearly from 0 to τ^c over the first T_k = ``num_gradual`` 
 The forget rate τ (``forget_rate``):
 - ``"flip_rate"`` (default): the noise generator's intended overall flip rate 1 − Σ_c π_c T_cc
   (``ctx.flip_rate_hint``: its transition matrix T, π the class priors before noise, computed by the
-  harness). This is the paper's protocol — τ = the fraction of wrong labels — where the nominal rate is not
-  that fraction: ``asymmetric`` 0.4 flips 5 of CIFAR-10's 10 classes, ≈ 20 % of the labels (τ 0.2, not
-  0.4), and ``symmetric`` 0.5 (true class drawable) leaves 45 % wrong on 10 classes. On Co-teaching's own
-  noise (``symmetric_exclusive``, ``pairflip``) it equals the nominal rate. Real noise with a transition
-  (CIFAR-N's empirical matrix): the label set's noise rate. Like the nominal rate it is a leak of the
-  protocol, never of which sample is noisy. Without it (clean labels unknown, e.g. Clothing1M) it falls
-  back to ``"noise_rate"``, then to ``"estimate"``.
+  harness). The paper sets τ = ε, its noise rate, which on its own noise (``symmetric_exclusive``,
+  ``pairflip``) is the fraction of wrong labels, and so is this there; where the nominal rate is not that
+  fraction, this still is: ``asymmetric`` 0.4 flips 5 of CIFAR-10's 10 classes, ≈ 20 % of the labels
+  (τ 0.2, not 0.4), and ``symmetric`` 0.5 (true class drawable) leaves 45 % wrong on 10 classes. Real
+  noise with a transition (CIFAR-N's empirical matrix): the label set's noise rate. Like the nominal rate
+  it is a leak of the protocol, never of which sample is noisy. Without it (clean labels unknown, e.g.
+  Clothing1M) it falls back to ``"noise_rate"``, then to ``"estimate"``.
 - ``"noise_rate"`` (``forget_rate = noise_rate`` in ``main.py``, for rows that used the nominal rate on
   other noise): the trial's nominal noise rate (``ctx.noise_rate_hint``); without one (real noise) it falls
   back to ``"estimate"``.
@@ -109,7 +109,7 @@ class Coteaching(Method):
     Hparams = CoteachingHparams
     PRESETS = PRESETS
     STATE_ATTRS = ("kept", "last_loss", "tau_estimate")
-    SMOKE = {"num_gradual": 3, "epoch_decay_start": 2}  # R = τ/2 in epoch 0, then τ; Adam's decay from epoch 1
+    SMOKE = {"num_gradual": 3, "epoch_decay_start": 2}  # R = τ/2 in epoch 0, then τ; Adam's decay plan from 1
     selection_threshold = 0.25  # kept by at least one of the two networks
 
     def __init__(self, hp: CoteachingHparams, ctx: MethodContext):
