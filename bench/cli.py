@@ -103,7 +103,8 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     p.add_argument("--out", default="results/runs/trials", help="where the trial folder is written")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision; auto = fp32 (off) for every preset, as the official codes train")
     p.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction)
     p.add_argument("--compile", action="store_true", help="torch.compile the models")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint of this trial")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LnlError, unknown_keys
-from .hparams import Protocol, RecipeLookup, build_hparams, check_presets, lookup_recipe
+from .hparams import Protocol, RecipeLookup, build_hparams, check_presets, check_waiting, lookup_recipe
 from .registry import DATASETS, METHODS, NOISE
 
 
@@ -44,7 +44,7 @@ class TrialConfig:
     download: bool = False
     out_dir: str = "results/runs/trials"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
+    amp: str = "auto"  # auto (fp32 for every preset, see resolve_amp) | bf16 | fp16 | off
     channels_last: bool | None = None  # None: on for CUDA
     compile: bool = False
     checkpoint_every: int = 1  # epochs between checkpoints (0: never)
@@ -78,10 +78,22 @@ class ResolvedTrial:
     test_subset: int | None = None
     data_options: dict[str, Any] = field(default_factory=dict)  # parsed and complete (with defaults)
     recipe: dict[str, Any] | None = None  # RecipeLookup.to_dict(): status "preset" | "default", missing key
+    amp: str = "off"  # the precision the trial runs in: off (fp32) | bf16 | fp16
 
     @property
     def trial_dir(self) -> Path:
         return Path(self.config.out_dir) / self.trial_id
+
+
+def resolve_amp(spec: str) -> str:
+    """The precision a trial runs in: ``auto`` is fp32 (``off``) for every preset; bf16/fp16 only when asked.
+
+    ``paper``: every official code trains in fp32, and bf16 coarsens the per-sample losses that DivideMix's
+    GMM, Co-teaching's ranking and GCE's pruning sort. ``mini``: also fp32, so a CPU-scale recipe gives the
+    same numbers on a GPU as on the CPUs its leaderboards come from (where ``auto`` was always fp32). The
+    result records the precision as ``amp``; it enters the trial id only when it is not fp32.
+    """
+    return "off" if spec == "auto" else spec
 
 
 def parse_noise(spec: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -157,6 +169,8 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
     """Validate a trial config and resolve its method, hyperparameters, protocol and trial id."""
     _check_ranges(config)
     method_cls = METHODS.get(config.method)
+    check_waiting(config.method, getattr(method_cls, "WAITING", {}), config.dataset,
+                  str(config.noise).partition(":")[0], config.rate)
     if config.data_file is None or config.dataset in DATASETS:  # an unknown name may name an array file
         DATASETS.get(config.dataset)
     data_opts = parse_data_options(config.dataset, config.data_options)
@@ -190,9 +204,12 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
     data_options = {} if data_opts is None else data_opts.to_dict()
     if data_options:  # only datasets with options (Clothing1M): every other trial id stays as it was
         identity["data_options"] = data_options
+    amp = resolve_amp(config.amp)
+    if amp != "off":  # only when not fp32, so the ids of fp32 trials stay as they were
+        identity["amp"] = amp
     rate = "na" if config.rate is None else f"{config.rate:g}"
     variant = "-".join(f"{v}" for v in noise_opts.values())
     tag = f"{noise_name}{'-' + variant if variant else ''}"
     trial_id = f"{config.method}_{config.dataset}_{tag}_{rate}_s{config.seed}_{_digest(identity)[:8]}"
     return ResolvedTrial(config, method_cls, hp, preset, noise_name, noise_opts, subset, trial_id, augment,
-                         test_subset, data_options, lookup.to_dict())
+                         test_subset, data_options, lookup.to_dict(), amp)

@@ -52,7 +52,7 @@ class MethodContext:
     def __init__(self, *, train: TrainSet, num_classes: int, image_shape: tuple[int, int, int],
                  device: torch.device, seed: int, augmenter, amp_dtype: torch.dtype | None = None,
                  channels_last: bool = False, compile_models: bool = False, noise_rate_hint: float | None = None,
-                 dist: Dist | None = None):
+                 dist: Dist | None = None, flip_rate_hint: float | None = None):
         self.train = train
         # Data-parallel ranks (see lnlbench.distributed); a single process is rank 0 of 1.
         self.dist = dist if dist is not None else Dist()
@@ -74,6 +74,10 @@ class MethodContext:
         # The nominal noise rate of the trial's configuration, for methods whose paper uses the known rate
         # (Co-teaching's forget rate). It is a leak of the protocol, never of which sample is noisy.
         self.noise_rate_hint = noise_rate_hint
+        # The generator's intended overall flip rate 1 − Σ_c π_c T_cc (its transition matrix T, π the class
+        # priors of the labels before noise), computed by the harness: protocol knowledge of the same kind
+        # (asymmetric 0.4 on CIFAR-10 flips ≈ 20 %, symmetric 0.5 on 10 classes 45 %); None where unknown.
+        self.flip_rate_hint = flip_rate_hint
 
     # -- data --------------------------------------------------------------------------------------
     def augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,6 +170,12 @@ class Method:
     Hparams: ClassVar[type] = TrainHparams
     PRESETS: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {"paper": {}, "mini": {}}
     STATE_ATTRS: ClassVar[tuple[str, ...]] = ()
+    # Small hyperparameter overrides under which a few epochs reach the method's main phase (after warm-up,
+    # ramps, first pruning); the contract tests and `lnlbench perf` apply them on top of the preset.
+    SMOKE: ClassVar[dict[str, Any]] = {}
+    # Preset keys ("dataset", "dataset/noise", "dataset/noise@rate") whose recipe cannot run yet, each with
+    # the one line saying what is missing; asking for such a cell is that error (lnlbench.hparams).
+    WAITING: ClassVar[dict[str, str]] = {}
     uses_clean_data: ClassVar[bool] = False  # trains on extra clean data (a golden set)
     reconstructed: ClassVar[bool] = False  # implementation reconstructed without official code
     selection_threshold: float = 0.5  # clean_probability above this counts as "selected clean"

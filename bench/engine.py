@@ -27,9 +27,9 @@ import torch
 
 from lnlbench.datasets.augment import Augmenter
 
-from .config import ResolvedTrial, TrialConfig, resolve
+from .config import ResolvedTrial, TrialConfig, resolve, resolve_amp
 from .contract import MethodContext, TrainSet
-from .data import TrialData, prepare
+from .data import TrialData, intended_flip_rate, prepare
 from .distributed import Dist, modules_of
 from .errors import LnlError
 from .files import atomic_write
@@ -60,9 +60,8 @@ def pick_device(spec: str) -> torch.device:
 
 
 def amp_dtype(spec: str, device: torch.device) -> torch.dtype | None:
-    if spec == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[spec]
+    """The autocast dtype of a precision (``auto`` resolves as :func:`lnlbench.config.resolve_amp`: fp32)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[resolve_amp(spec)]
 
 
 def _now() -> str:
@@ -110,10 +109,13 @@ class Trial:
             self.x_cval = torch.from_numpy(info.x_val).permute(0, 3, 1, 2).contiguous().to(dev)
             self.y_cval = to_dev(info.y_val)
         torch.manual_seed(cfg.seed)  # model initialisation draws from the global generator
+        # where the clean labels are unknown (Clothing1M) the transition says nothing: no flip-rate hint
+        flip = intended_flip_rate(info.y_train, data.transition) if data.score_noise else None
         self.ctx = MethodContext(train=train, num_classes=info.num_classes, image_shape=info.image_shape,
                                  device=dev, seed=cfg.seed, augmenter=self.augmenter,
-                                 amp_dtype=amp_dtype(cfg.amp, dev), channels_last=cl,
-                                 compile_models=cfg.compile, noise_rate_hint=cfg.rate, dist=self.dist)
+                                 amp_dtype=amp_dtype(self.trial.amp, dev), channels_last=cl,
+                                 compile_models=cfg.compile, noise_rate_hint=cfg.rate, dist=self.dist,
+                                 flip_rate_hint=flip)
         self.method = self.trial.method_cls(self.trial.hparams, self.ctx)
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -258,7 +260,7 @@ class Trial:
             transition=np.round(d.transition, 6).tolist())
         result = TrialResult(
             trial_id=t.trial_id, status=status, error=error, config=t.config.to_dict(), method=t.config.method,
-            dataset=t.config.dataset, noise=noise, seed=t.config.seed, preset=t.preset, recipe=t.recipe,
+            dataset=t.config.dataset, noise=noise, seed=t.config.seed, preset=t.preset, recipe=t.recipe, amp=t.amp,
             hparams=asdict(t.hparams), method_flags={"uses_clean_data": t.method_cls.uses_clean_data,
                                                      "reconstructed": t.method_cls.reconstructed},
             data=data, history=self.history, **summarize(self.history), wall_time_s=self.elapsed,

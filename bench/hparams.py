@@ -260,6 +260,19 @@ def check_presets(method: str, hparams_cls: type, presets: Mapping[str, Any]) ->
                 raise LnlError(f"{where}: {unknown_keys('hyperparameter', unknown, names)}{hint}")
 
 
+def preset_keys(dataset: str, noise: str, rate: float | None) -> list[str]:
+    """The preset keys of one (dataset, noise, rate) cell, most general first (later entries win)."""
+    return _cell_keys(dataset, noise, rate)
+
+
+def check_waiting(method: str, waiting: Mapping[str, str], dataset: str, noise: str, rate: float | None) -> None:
+    """A one-line error when the cell's recipe is marked as waiting (``Method.WAITING``) for a part that is
+    not registered yet, so asking for it names what is missing instead of failing somewhere later."""
+    for key in _cell_keys(dataset, noise, rate):
+        if key in waiting:
+            raise LnlError(f"{method}'s recipe for '{key}' cannot run yet: {waiting[key]}")
+
+
 def build_hparams(cls: type, overrides: dict[str, Any]) -> Any:
     """Instantiate a hyperparameter dataclass, with a one-line error for unknown or ill-typed fields."""
     names = {f.name: f for f in dataclasses.fields(cls)}

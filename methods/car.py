@@ -138,7 +138,7 @@ class CAR(Method):
     Hparams = CARHparams
     PRESETS = PRESETS
     STATE_ATTRS = ("targets", "tau")
-    SMOKE = {"es": 1, "update_every": 1}
+    SMOKE = {"es": 2, "update_every": 1}  # targets estimated from the second epoch, every epoch
     display_name = "CAR"
     reconstructed = True
     reconstruction = RECONSTRUCTION

@@ -7,11 +7,18 @@ Two networks see the same mini-batch. Each ranks the batch by its own cross-entr
 kept**. R(T) ramps linearly from 0 to τ^c over the first T_k = ``num_gradual`` epochs, then stays at τ.
 
 The forget rate τ (``forget_rate``):
-- ``"noise_rate"`` (default; the paper's protocol, ``forget_rate = noise_rate`` in ``main.py``): the trial's
-  nominal noise rate (``ctx.noise_rate_hint``). This is a leak of the protocol (the true rate is not known
-  in practice), never of which sample is noisy. With ``symmetric`` noise (true class drawable) the nominal
-  0.5 means 45 % actually wrong on 10 classes; Co-teaching's own noise (``symmetric_exclusive``,
-  ``pairflip``) has nominal = actual. Without a nominal rate (real noise) it falls back to ``"estimate"``.
+- ``"flip_rate"`` (default): the noise generator's intended overall flip rate 1 − Σ_c π_c T_cc
+  (``ctx.flip_rate_hint``: its transition matrix T, π the class priors before noise, computed by the
+  harness). The paper sets τ = ε, its noise rate, which on its own noise (``symmetric_exclusive``,
+  ``pairflip``) is the fraction of wrong labels, and so is this there; where the nominal rate is not that
+  fraction, this still is: ``asymmetric`` 0.4 flips 5 of CIFAR-10's 10 classes, ≈ 20 % of the labels
+  (τ 0.2, not 0.4), and ``symmetric`` 0.5 (true class drawable) leaves 45 % wrong on 10 classes. Real
+  noise with a transition (CIFAR-N's empirical matrix): the label set's noise rate. Like the nominal rate
+  it is a leak of the protocol, never of which sample is noisy. Without it (clean labels unknown, e.g.
+  Clothing1M) it falls back to ``"noise_rate"``, then to ``"estimate"``.
+- ``"noise_rate"`` (``forget_rate = noise_rate`` in ``main.py``, for rows that used the nominal rate on
+  other noise): the trial's nominal noise rate (``ctx.noise_rate_hint``); without one (real noise) it falls
+  back to ``"estimate"``.
 - ``"estimate"`` (noise-blind): τ̂ = mean posterior of the high-loss component of a 2-component GMM fitted
   on the per-sample losses recorded during the previous epoch (mean of the two networks' training CE),
   re-estimated at the start of each epoch of the ramp and frozen from epoch T_k on (so the networks' own
@@ -47,7 +54,8 @@ Deviations:
   training transform like every method; its recipes set the protocol's augmentation (off for CIFAR).
 - Test accuracy is network 1's (the official script reports both networks separately);
   ``predict_with="ensemble"`` sums both networks' logits instead.
-- The official forget rate needs the known noise rate; ``"estimate"`` is our noise-blind addition.
+- The official forget rate is the nominal noise rate (``"noise_rate"``), which on its own noise is the
+  flip rate; the default ``"flip_rate"`` keeps that meaning on other noise, ``"estimate"`` is noise-blind.
 - ``cnn9`` keeps dropout off in eval mode (see ``lnlbench.models.coteaching_cnn``).
 - The last incomplete batch is dropped, as the official loader does (``drop_last=True``).
 """
@@ -79,7 +87,7 @@ class CoteachingHparams(TrainHparams):
     optimizer: str = "adam"  # adam: the official Adam plan below | sgd: make_sgd + the TrainHparams schedule
     epoch_decay_start: int = 80  # (official index) lr → 0 linearly from here, Adam β₁ 0.9 → beta1_decayed
     beta1_decayed: float = 0.1
-    forget_rate: str | float = "noise_rate"  # "noise_rate" (paper, leaks the rate) | "estimate" | a number
+    forget_rate: str | float = "flip_rate"  # "flip_rate" | "noise_rate" (nominal) | "estimate" | a number
     num_gradual: int = 10  # T_k
     exponent: float = 1.0  # c
     predict_with: str = "net1"  # net1 (official report) | ensemble
@@ -106,11 +114,13 @@ class Coteaching(Method):
     PRESETS = PRESETS
     SMOKE = {"num_gradual": 1}  # the full forget rate from epoch 1 (contract tests, lnlbench perf)
     STATE_ATTRS = ("kept", "last_loss", "tau_estimate")
+    SMOKE = {"num_gradual": 3, "epoch_decay_start": 2}  # R = τ/2 in epoch 0, then τ; Adam's decay plan from 1
     selection_threshold = 0.25  # kept by at least one of the two networks
 
     def __init__(self, hp: CoteachingHparams, ctx: MethodContext):
         super().__init__(hp, ctx)
-        self.mode, self.tau_fixed = self._forget_rate_mode(hp.forget_rate, ctx.noise_rate_hint)
+        self.mode, self.tau_fixed = self._forget_rate_mode(hp.forget_rate, ctx.noise_rate_hint,
+                                                           ctx.flip_rate_hint)
         if hp.optimizer not in ("adam", "sgd") or hp.predict_with not in ("net1", "ensemble"):
             raise LnlError(f"coteaching: optimizer must be adam|sgd and predict_with net1|ensemble, "
                            f"got {hp.optimizer!r}, {hp.predict_with!r}")
@@ -123,18 +133,20 @@ class Coteaching(Method):
         self.tau_estimate = 0.0
 
     @staticmethod
-    def _forget_rate_mode(spec, hint: float | None) -> tuple[str, float]:
-        if isinstance(spec, str) and spec not in ("noise_rate", "estimate"):
+    def _forget_rate_mode(spec, hint: float | None, flip: float | None = None) -> tuple[str, float]:
+        if isinstance(spec, str) and spec not in ("flip_rate", "noise_rate", "estimate"):
             try:
                 spec = float(spec)
             except ValueError:
-                raise LnlError(f"coteaching: forget_rate must be 'noise_rate', 'estimate' or a number in "
-                               f"[0, 1), got {spec!r}") from None
+                raise LnlError(f"coteaching: forget_rate must be 'flip_rate', 'noise_rate', 'estimate' or a "
+                               f"number in [0, 1), got {spec!r}") from None
         if not isinstance(spec, str):
             if not 0.0 <= float(spec) < 1.0:
                 raise LnlError(f"coteaching: forget_rate must be in [0, 1), got {spec}")
             return "fixed", float(spec)
-        if spec == "noise_rate" and hint is not None:
+        if spec == "flip_rate" and flip is not None:
+            return "flip_rate_hint", float(flip)
+        if spec in ("flip_rate", "noise_rate") and hint is not None:
             return "noise_rate_hint", float(hint)
         return "estimate", 0.0  # noise-blind, or no nominal rate to use (real noise)
 

@@ -211,6 +211,8 @@ class DivideMix(Method):
     PRESETS = PRESETS
     SMOKE = {"warm_up": 1}  # reach co-divide + MixMatch after one epoch (contract tests, lnlbench perf)
     STATE_ATTRS = ("loss_hist", "hist_count")
+    SMOKE = {"warm_up": 1}  # co-divide + MixMatch from the second epoch
+    WAITING = {"webvision": "dataset 'webvision' and model 'inception_resnet_v2' are not registered yet"}
 
     def __init__(self, hp: DivideMixHparams, ctx: MethodContext):
         super().__init__(hp, ctx)

@@ -138,6 +138,7 @@ class ELRPlus(Method):
     Hparams = ELRPlusHparams
     PRESETS = PRESETS
     STATE_ATTRS = ("targets1", "targets2", "global_step")
+    SMOKE = {"ema_step": 4, "coef_step": 0}  # the EMA decay at ema_alpha after 3 steps, λ unramped
 
     def __init__(self, hp: ELRPlusHparams, ctx: MethodContext):
         super().__init__(hp, ctx)

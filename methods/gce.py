@@ -117,6 +117,9 @@ class GCE(Method):
     Hparams = GCEHparams
     PRESETS = PRESETS
     STATE_ATTRS = ("weight", "prunes")
+    # plain L_q in epoch 0, a pruning pass before every later one; k = 1/C on 10 classes, so the barely
+    # trained smoke network splits the set (at the paper's 0.5 it prunes every sample)
+    SMOKE = {"start_prune": 2, "prune_every": 1, "k": 0.1}
 
     def __init__(self, hp: GCEHparams, ctx: MethodContext):
         super().__init__(hp, ctx)

@@ -9,19 +9,26 @@ import torch
 import torch.nn.functional as F
 
 from lnlbench.components import forget_rate_schedule
+from lnlbench.config import TrialConfig, resolve
 from lnlbench.contract import MethodContext, TrainSet
+from lnlbench.data import intended_flip_rate
 from lnlbench.datasets.augment import Augmenter
+from lnlbench.types import NoiseInfo
+from lnlbench.datasets.cifar import CIFAR10_CLASSES
+from lnlbench.datasets.noise import asymmetric, symmetric
+from lnlbench.engine import Trial
 from lnlbench.errors import LnlError
 from lnlbench.hparams import build_hparams
 from lnlbench.methods import coteaching as ct
 
 
-def _method(n: int = 64, hint: float | None = 0.5, **hp) -> ct.Coteaching:
+def _method(n: int = 64, hint: float | None = 0.5, flip: float | None = None, **hp) -> ct.Coteaching:
     g = torch.Generator().manual_seed(0)
     train = TrainSet(x=torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g),
                      y=torch.randint(0, 4, (n,), generator=g))
     ctx = MethodContext(train=train, num_classes=4, image_shape=(1, 8, 8), device=torch.device("cpu"), seed=0,
-                        augmenter=Augmenter.build((0.5,), (0.25,), 0, False, "cpu"), noise_rate_hint=hint)
+                        augmenter=Augmenter.build((0.5,), (0.25,), 0, False, "cpu"), noise_rate_hint=hint,
+                        flip_rate_hint=flip)
     torch.manual_seed(0)
     hp = {"model": "mlp", "model_kwargs": {"hidden": [16]}, "batch_size": 16, "epochs": 12, **hp}
     return ct.Coteaching(build_hparams(ct.CoteachingHparams, hp), ctx)
@@ -117,3 +124,38 @@ def test_mini_cifar_recipe_passes_no_weight_decay_to_adam():
     assert t.hparams.optimizer == "adam" and t.hparams.weight_decay == 0.0  # official Adam: no weight decay
     m = _method(weight_decay=t.hparams.weight_decay)
     assert m.optimizer1.param_groups[0]["weight_decay"] == 0.0
+
+
+def _flip_rate(generator, rate: float) -> float:
+    """The harness's hint for CIFAR-10-like balanced labels (5,000 per class) under ``generator``."""
+    labels = np.repeat(np.arange(10), 5000)
+    noisy = generator(labels, 10, rate, np.random.default_rng(0), NoiseInfo(dataset="cifar10",
+                                                                             classes=CIFAR10_CLASSES))
+    return intended_flip_rate(labels, noisy.transition)
+
+
+def test_forget_rate_is_the_generators_flip_rate():
+    asym = _flip_rate(asymmetric, 0.4)
+    assert asym == pytest.approx(0.2)  # 5 of 10 classes flip 40 %: τ 0.2, not the nominal 0.4
+    m = _method(hint=0.4, flip=asym)
+    assert (m.mode, m.tau_fixed) == ("flip_rate_hint", pytest.approx(0.2))
+    assert m.train_epoch(10)["tau"] == pytest.approx(0.2)
+    sym = _flip_rate(symmetric, 0.5)
+    assert sym == pytest.approx(0.45)  # the true class is drawable: 1 − (0.5 + 0.5/10)
+    assert _method(hint=0.5, flip=sym).tau_fixed == pytest.approx(0.45)
+    nominal = _method(hint=0.5, flip=sym, forget_rate="noise_rate")  # the nominal rate, as main.py
+    assert (nominal.mode, nominal.tau_fixed) == ("noise_rate_hint", 0.5)
+    assert _method(hint=None, flip=None).mode == "estimate"  # neither (clean labels unknown): noise-blind
+
+
+def test_engine_hands_the_flip_rate_to_the_method(tmp_path):
+    def built(**kw):
+        cfg = TrialConfig(method="coteaching", dataset="digits", noise="symmetric", rate=0.5, epochs=1,
+                          subset=16, preset="mini", out_dir=str(tmp_path), **kw)
+        trial = Trial(resolve(cfg), None)
+        trial.build()
+        return trial
+    trial = built()
+    assert trial.ctx.flip_rate_hint == pytest.approx(0.45) and trial.ctx.noise_rate_hint == 0.5
+    assert (trial.method.mode, trial.method.tau_fixed) == ("flip_rate_hint", pytest.approx(0.45))
+    assert built(hparams={"forget_rate": "noise_rate"}).method.tau_fixed == 0.5

@@ -7,7 +7,6 @@ an uninterrupted one.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 from pathlib import Path
@@ -93,10 +92,7 @@ def _config(out: Path, method: str, **kw):
     from lnlbench.config import TrialConfig
     from lnlbench.registry import METHODS
 
-    cls = METHODS.get(method)
-    names = {f.name for f in dataclasses.fields(cls.Hparams)}
-    hp = {"batch_size": 32}
-    hp.update({k: v for k, v in {"warm_up": 1, "num_gradual": 2, "start_prune": 2, "prune_every": 1}.items() if k in names})
+    hp = {**getattr(METHODS.get(method), "SMOKE", {}), "batch_size": 32}  # main phases within 3 epochs
     return TrialConfig(method=method, dataset="digits", noise="symmetric", rate=0.5, seed=3,
                        epochs=kw.pop("epochs", 3), subset=16, preset="mini", hparams=hp,
                        out_dir=str(out / method), data_root=str(out / "data"), **kw)

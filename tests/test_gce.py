@@ -8,9 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lnlbench.config import TrialConfig
 from lnlbench.contract import MethodContext, TrainSet
-from lnlbench.engine import run_trial
 from lnlbench.methods.gce import GCE, GCEHparams, gce_loss, is_prune_epoch, lq_loss, truncation_weights
 
 # Hand-worked: logits (0, ln 3) → p = (0.25, 0.75).
@@ -117,26 +115,6 @@ def test_plain_lq_never_prunes():
     method.train_epoch(0)
     method.train_epoch(1)
     assert method.prunes == 0 and bool((method.weight == 1).all())
-
-
-def test_weights_survive_checkpoint_resume(tmp_path):
-    """Pruning from epoch 2 (1-based) on: a resumed run equals the uninterrupted one, selection is scored."""
-    def cfg(out):
-        return TrialConfig(method="gce", dataset="digits", noise="symmetric", rate=0.5, seed=1, epochs=4,
-                           subset=12, preset="mini", out_dir=str(tmp_path / out),
-                           hparams={"batch_size": 32, "start_prune": 2, "prune_every": 1, "k": 0.2})
-    a = run_trial(cfg("a"))
-    assert a["status"] == "ok", a["error"]
-    assert "selection" not in a["history"][0] and "selection" in a["history"][1]
-    assert any(rec["kept_fraction"] < 1 for rec in a["history"][1:])
-
-    def stop(epoch, rec, ckpt):
-        if epoch == 1:
-            raise RuntimeError("stop")
-    assert run_trial(cfg("b"), on_epoch_end=stop)["status"] == "failed"
-    b = run_trial(cfg("b"))
-    strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in h]
-    assert strip(b["history"]) == strip(a["history"])
 
 
 def test_presets_follow_the_reference_recipe():

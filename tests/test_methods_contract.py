@@ -1,26 +1,57 @@
 """Contract tests over EVERY registered method: a new method is tested here for free.
 
-Each runs a few CPU epochs on a small digits subset with its ``mini`` preset: finite losses, test accuracy
-in range, the same seed gives the same result, and a resumed trial's next epoch equals the uninterrupted
-one (checkpoint round-trip of networks, optimisers, per-sample state and every RNG).
+Each runs a few CPU epochs on a small digits subset with its ``mini`` preset and its ``SMOKE`` overrides
+(which bring warm-ups, ramps and first pruning passes within those epochs): finite losses, test accuracy in
+range, the main phase reached, the same seed gives the same result, and a resumed trial's next epoch equals
+the uninterrupted one (the ``smoke_trial`` fixture in conftest.py). Every preset of every method builds, and
+no method can reach the clean labels or the noise mask.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
+from collections.abc import Callable
 
+import numpy as np
 import pytest
+import torch
 
-from lnlbench.config import TrialConfig
-from lnlbench.engine import run_trial
-from lnlbench.registry import METHODS
+from lnlbench.config import TrialConfig, resolve
+from lnlbench.contract import Method
+from lnlbench.data import TrialData
+from lnlbench.types import DatasetInfo
+from lnlbench.engine import Trial
+from lnlbench.errors import LnlError
+from lnlbench.hparams import build_hparams, lookup_recipe, preset_overrides
+from lnlbench.registry import DATASETS, METHODS, MODELS, NOISE
 
 
-def _cfg(tmp_path, method, out, **kw):
-    cls = METHODS.get(method)
-    small = {f.name: 32 for f in dataclasses.fields(cls.Hparams) if f.name == "batch_size"}
-    return TrialConfig(method=method, dataset="digits", noise="symmetric", rate=0.5, seed=3, epochs=3,
-                       subset=16, preset="mini", hparams=small, out_dir=str(tmp_path / out), **kw)
+def _hist(res):
+    return res["history"]
+
+
+# What a smoke run of a method with SMOKE overrides must show: its main phase was reached (and, before it,
+# the warm-up phase where the method has one). Keyed by registry name; every method with SMOKE needs one.
+MAIN_PHASE: dict[str, tuple[str, Callable[[dict], bool]]] = {
+    "dividemix": ("warm-up in epoch 0, then co-divide (selection scored) and MixMatch (lx logged)",
+                  lambda res: "selection" not in _hist(res)[0] and "lx" not in _hist(res)[0]
+                  and all(r.get("selection") is not None and "lx" in r for r in _hist(res)[1:])),
+    "gce": ("plain L_q in epoch 0, then pruned samples (selection scored, 0 < kept fraction < 1)",
+            lambda res: "selection" not in _hist(res)[0] and _hist(res)[0]["kept_fraction"] == 1
+            and all("selection" in r and 0 < r["kept_fraction"] < 1 for r in _hist(res)[1:])),
+    "coteaching": ("R(T) ramping in epoch 0, then the full forget rate τ > 0, and Adam's lr decay",
+                   lambda res: _hist(res)[0]["forget_rate"] < _hist(res)[0]["tau"]
+                   and all(r["forget_rate"] == r["tau"] > 0 for r in _hist(res)[1:])
+                   and _hist(res)[-1]["lr"] < res["hparams"]["lr"]),
+    "car": ("one-hot targets in epoch 0, then target estimation (targets_updated) with τ scored as selection",
+            lambda res: not _hist(res)[0]["targets_updated"]
+            and all(r["targets_updated"] and r.get("selection") is not None for r in _hist(res)[1:])),
+    "car_aux": ("as car, with the auxiliary reverse-CE term (β > 0, rce logged)",
+                lambda res: res["hparams"]["beta"] > 0 and not _hist(res)[0]["targets_updated"]
+                and all(r["targets_updated"] and r["rce"] > 0 for r in _hist(res)[1:])),
+    "elr_plus": ("the EMA decay at ema_alpha (its ramp done)",
+                 lambda res: all(r["ema_decay"] == pytest.approx(res["hparams"]["ema_alpha"])
+                                 for r in _hist(res))),
+}
 
 
 @pytest.mark.parametrize("method", METHODS.names())
@@ -32,26 +63,150 @@ def test_method_has_mini_preset_and_docstring(method):
     assert module.__doc__ and "eviation" in module.__doc__, f"{method}'s module docstring must list deviations"
 
 
+def test_every_smoke_override_says_what_it_reaches():
+    with_smoke = {m for m in METHODS.names() if getattr(METHODS.get(m), "SMOKE", {})}
+    assert with_smoke == set(MAIN_PHASE), "add the method's main-phase check to MAIN_PHASE (or drop its SMOKE)"
+    for m in with_smoke:
+        build_hparams(METHODS.get(m).Hparams, METHODS.get(m).SMOKE)  # the overrides name real fields
+
+
 @pytest.mark.parametrize("method", METHODS.names())
-def test_method_contract(tmp_path, method):
-    a = run_trial(_cfg(tmp_path, method, "a"))
-    assert a["status"] == "ok", a["error"]
+def test_method_contract(smoke_trial, method):
+    a = smoke_trial(method)
     for rec in a["history"]:
         assert 0.0 <= rec["test_acc"] <= 1.0
         for key, val in rec.items():
             if isinstance(val, float):
                 assert math.isfinite(val), f"{method}: {key} is not finite at epoch {rec['epoch']}"
-    # same seed, same result
-    b = run_trial(_cfg(tmp_path, method, "b"))
-    strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in h]
-    assert strip(a["history"]) == strip(b["history"]), f"{method} is not deterministic for a seed"
+    if method in MAIN_PHASE:
+        what, reached = MAIN_PHASE[method]
+        assert reached(a), f"{method}'s smoke run did not reach its main phase ({what}): {a['history']}"
 
-    # interrupted after epoch 1, resumed: epoch 2 must equal the uninterrupted run's
-    def stop(epoch, rec, ckpt):
-        if epoch == 1:
-            raise RuntimeError("stop")
-    c = run_trial(_cfg(tmp_path, method, "c"), on_epoch_end=stop)
-    assert c["status"] == "failed" and c["epochs_done"] == 2
-    c = run_trial(_cfg(tmp_path, method, "c"))
-    assert c["status"] == "ok"
-    assert strip(c["history"]) == strip(a["history"]), f"{method}: resumed epoch differs"
+
+# -- presets ---------------------------------------------------------------------------------------
+def _parse_key(key: str) -> tuple[str, str | None, str | None]:
+    """``dataset``, ``dataset/noise`` or ``dataset/noise@rate`` → (dataset, noise, rate text)."""
+    dataset, _, rest = key.partition("/")
+    noise, _, rate = rest.partition("@")
+    return dataset, noise or None, rate or None
+
+
+def _missing(cls: type, preset: str, key: str) -> list[str]:
+    """What of the cell ``key`` is not registered (or can never match a trial), without resolving it."""
+    dataset, noise, rate = _parse_key(key)
+    problems = [] if dataset in DATASETS else [f"dataset '{dataset}'"]
+    if noise is not None and noise not in NOISE:
+        problems.append(f"noise '{noise}'")
+    if rate is not None:
+        try:
+            if f"{float(rate):g}" != rate:  # preset lookups format the trial's rate with :g
+                problems.append(f"rate '{rate}' (write it as {float(rate):g})")
+        except ValueError:
+            problems.append(f"rate '{rate}'")
+    over = preset_overrides(cls.PRESETS, preset, dataset, noise or "symmetric", None if rate is None else
+                            float(rate))
+    model = over.get("model", cls.Hparams.model)
+    if model not in MODELS:
+        problems.append(f"model '{model}'")
+    return problems
+
+
+def _cells():
+    for method in METHODS.names():
+        cls = METHODS.get(method)
+        for preset, table in cls.PRESETS.items():
+            for key in table:
+                yield pytest.param(method, preset, key, id=f"{method}-{preset}-{key}")
+
+
+@pytest.mark.parametrize(("method", "preset", "key"), list(_cells()))
+def test_every_preset_builds(tmp_path, method, preset, key):
+    """Each preset key names registered parts and its hyperparameters build; or it is marked as waiting."""
+    cls = METHODS.get(method)
+    waiting = getattr(cls, "WAITING", {})
+    problems = _missing(cls, preset, key)
+    if key in waiting:
+        assert problems, f"{method}: '{key}' is marked as waiting but nothing is missing; drop its WAITING entry"
+    else:
+        assert not problems, (f"{method}'s {preset} preset '{key}' names unregistered {', '.join(problems)}; "
+                              f"register them or mark the key in {method}'s WAITING")
+    dataset, noise, rate = _parse_key(key)
+    noise = noise or ("given" if dataset == "clothing1m" else "symmetric")
+    fixed = getattr(NOISE.get(noise), "fixed_rate", False) if noise in NOISE else False
+    rate = None if fixed else (float(rate) if rate else 0.4)
+    lookup = lookup_recipe(cls.PRESETS, preset, dataset, noise, rate)
+    pool = lookup.protocol.train_pool  # a recipe that needs a bigger pool than the loader's cap asks for it
+    data_options = {"max_train": pool} if pool is not None and dataset == "clothing1m" else {}
+    cfg = TrialConfig(method=method, dataset=dataset, noise=noise, rate=rate, preset=preset,
+                      data_options=data_options, out_dir=str(tmp_path))
+    if key in waiting:
+        with pytest.raises(LnlError, match="cannot run yet") as err:
+            resolve(cfg)
+        assert "\n" not in str(err.value) and waiting[key] in str(err.value)
+        return
+    trial = resolve(cfg)
+    hp = trial.hparams
+    assert hp.model in MODELS
+    for name, val in lookup.hparams.items():  # every preset value arrives (none swallowed on the way)
+        want = tuple(val) if isinstance(val, list) else val
+        assert getattr(hp, name) == want, f"{method} {preset} '{key}': {name} is {getattr(hp, name)!r}"
+    for name, val in lookup.protocol.set_fields().items():  # and so does the trial protocol
+        if name != "train_pool":
+            assert getattr(trial, name) == val, f"{method} {preset} '{key}': protocol {name} is lost"
+
+
+def test_asking_for_a_waiting_cell_names_what_is_missing(tmp_path):
+    with pytest.raises(LnlError, match="webvision.*not registered yet") as err:
+        resolve(TrialConfig(method="dividemix", dataset="webvision", noise="given", out_dir=str(tmp_path)))
+    assert "\n" not in str(err.value) and "inception_resnet_v2" in str(err.value)
+
+
+# -- no leaks --------------------------------------------------------------------------------------
+def _walk(obj, seen, depth=0):
+    """Yield every object reachable from a method's attributes (modules, tensors, containers)."""
+    if id(obj) in seen or depth > 6:
+        return
+    seen.add(id(obj))
+    yield obj
+    if isinstance(obj, torch.nn.Module):
+        return  # parameters are the method's own
+    if isinstance(obj, dict):
+        children = list(obj.values())
+    elif isinstance(obj, (list, tuple, set)):
+        children = list(obj)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+        children = list(vars(obj).values())
+    elif hasattr(obj, "__dataclass_fields__"):
+        children = [getattr(obj, f) for f in obj.__dataclass_fields__]
+    else:
+        children = []
+    for child in children:
+        yield from _walk(child, seen, depth + 1)
+
+
+def _assert_no_truth(trial: Trial) -> None:
+    clean = trial.data.clean
+    for obj in _walk(trial.method, set()):
+        assert not isinstance(obj, (DatasetInfo, TrialData)), "the method can reach the dataset's truth"
+        arr = obj.detach().cpu().numpy() if isinstance(obj, torch.Tensor) else obj
+        if isinstance(arr, np.ndarray) and arr.shape == clean.shape:
+            assert not np.array_equal(arr, clean), "a clean-label array is reachable from the method"
+            assert not np.array_equal(arr.astype(bool), trial.data.is_noisy), "the noise mask is reachable"
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_method_cannot_reach_clean_labels(tmp_path, method):
+    """Neither at setup nor after its smoke epochs (main phase: divisions, weights, targets) can a method
+    reach the clean labels or the noise mask."""
+    cls = METHODS.get(method)
+    cfg = TrialConfig(method=method, dataset="digits", noise="symmetric", rate=0.6, seed=0, epochs=3, subset=16,
+                      preset="mini", hparams={**getattr(cls, "SMOKE", {}), "batch_size": 32},
+                      out_dir=str(tmp_path / "runs"))
+    trial = Trial(resolve(cfg), None)
+    trial.build()
+    assert (trial.data.noisy != trial.data.clean).mean() > 0.3
+    assert isinstance(trial.method, Method)
+    _assert_no_truth(trial)
+    for epoch in range(cfg.epochs):
+        trial.method.train_epoch(epoch)
+    _assert_no_truth(trial)
