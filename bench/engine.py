@@ -32,6 +32,7 @@ from .data import TrialData, prepare
 from .distributed import Dist, modules_of
 from .errors import LnlError
 from .metrics import score_selection
+from .registry import noise_label
 from .results import SCHEMA, git_commit, host, summarize, versions, write_json
 
 EpochHook = Callable[[int, dict[str, Any], Path], None]
@@ -237,6 +238,7 @@ class _Trial:
             "config": t.config.to_dict(), "method": t.config.method, "dataset": t.config.dataset,
             "noise": {"name": t.noise_name, "options": t.noise_options, "rate": t.config.rate,
                       **(d.noise.to_dict() if d else {})},
+            "noise_label": noise_label(t.noise_name, t.noise_options, t.config.rate),
             "seed": t.config.seed, "preset": t.preset, "hparams": asdict(t.hparams),
             "method_flags": {"uses_clean_data": t.method_cls.uses_clean_data,
                              "reconstructed": t.method_cls.reconstructed},

@@ -252,7 +252,7 @@ def _flip_exact_per_class(clean: np.ndarray, target: np.ndarray, rate: float,
     return noisy
 
 
-@register_noise("asymmetric", variant_option="convention")
+@register_noise("asymmetric", variant_option="convention", default_variant="dividemix")
 def asymmetric(labels: np.ndarray, num_classes: int, rate: float, rng: np.random.Generator,
                info: NoiseInfo) -> NoisyLabels:
     """Class-dependent CIFAR noise (truck→automobile, ...); option convention = dividemix | elr | moit."""

@@ -98,6 +98,8 @@ PRESETS = {
 class Coteaching(Method):
     """Two networks, each trained on the small-loss samples its peer selects (Han et al. 2018)."""
 
+    display_name = "Co-teaching"
+
     Hparams = CoteachingHparams
     PRESETS = PRESETS
     STATE_ATTRS = ("kept", "last_loss", "tau_estimate")

@@ -179,6 +179,8 @@ class _Take:
 class DivideMix(Method):
     """Two networks, each trained by MixMatch on the other's GMM division of the noisy train set."""
 
+    display_name = "DivideMix"
+
     Hparams = DivideMixHparams
     PRESETS = PRESETS
     STATE_ATTRS = ("loss_hist", "hist_count")

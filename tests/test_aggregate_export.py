@@ -56,7 +56,7 @@ def test_latex_is_a_well_formed_standalone_document(runs_dir: Path, tmp_path: Pa
     tex = out.read_text()
     assert tex.startswith(r"\documentclass") and tex.rstrip().endswith(r"\end{document}")
     assert r"\usepackage{booktabs}" in tex and r"\pm" in tex and r"\cmidrule" in tex
-    assert r"elr\_plus" in tex and r"\mathbf{96.0 \pm 1.0}" in tex
+    assert "ELR+" in tex and r"\mathbf{96.0 \pm 1.0}" in tex  # the display name, not the registry key
     assert "---" in tex  # the missing dividemix cells
     _latex_is_well_formed(tex)
     if shutil.which("pdflatex") is None:
@@ -83,7 +83,7 @@ def test_markdown_csv_and_html(runs_dir: Path, tmp_path: Path, capsys: pytest.Ca
     assert "skipped" in captured.err and "trial failed" in captured.err  # reported, not fatal
     md = captured.out
     assert "| Method | CIFAR-10 sym 20% | CIFAR-10 sym 80% |" in md
-    assert "| dividemix | — | — |" in md and "dividemix on CIFAR-10 sym 80% (1 failed trial)" in md
+    assert "| DivideMix | — | — |" in md and "DivideMix on CIFAR-10 sym 80% (1 failed trial)" in md
     assert "42.5 ± 3.5 (n=2)" in md
     csv_path = tmp_path / "board.csv"
     assert main(["table", str(runs_dir), "--format", "csv", "--out", str(csv_path)]) == 0
@@ -91,6 +91,7 @@ def test_markdown_csv_and_html(runs_dir: Path, tmp_path: Path, capsys: pytest.Ca
     row = frame[(frame["method"] == "ce") & (frame["rate"] == 0.2)].iloc[0]
     assert row["mean"] == pytest.approx(92.0) and row["std"] == pytest.approx(2.0) and row["n"] == 3
     assert pd.isna(row["rank"]) and row["values"] == "90.0000;92.0000;94.0000"  # 2 entries: no second
+    assert "elr_plus" in set(frame["method"])  # the CSV keeps the registry key; tables show ELR+
     html_path = tmp_path / "board.html"
     assert main(["table", str(runs_dir), "--format", "html", "--out", str(html_path)]) == 0
     page = html_path.read_text()

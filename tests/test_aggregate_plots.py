@@ -76,7 +76,7 @@ def test_report_folder(report: Path, runs_dir: Path) -> None:
     assert f"Produced by `lnlbench report {runs_dir} --out {report} --notes {notes}`" in readme
     assert "These trials are synthetic." in readme
     assert "![accuracy_vs_noise](plots/accuracy_vs_noise.png)" in readme
-    assert "| coteaching |" in readme and "trial failed" in readme
+    assert "| Co-teaching |" in readme and "trial failed" in readme
     assert "lnlbench trial --method ce --dataset cifar10 --noise symmetric --rate 0.2 --seed 0" in readme
     for line in readme.splitlines():
         if line.startswith("!["):

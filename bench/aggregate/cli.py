@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # The choices, spelled here so that `lnlbench --help` and every other command start without importing
 # pandas, scipy or matplotlib (tests check they equal the modules' own lists).
-METRICS = ("last", "best", "selected")
+METRICS = ("last", "final", "best", "selected")
 FORMATS = ("md", "latex", "latex-fragment", "csv", "html")
 KINDS = ("noise", "curves", "selection", "compute")
 
@@ -50,8 +50,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
                    help="folder(s) holding trial result.json files (searched recursively)")
     p.add_argument("--metric", choices=list(METRICS), default="last",
-                   help="last = mean of the last 10 epochs (default), best = best epoch (peeks at test), "
-                        "selected = epoch of best noisy-validation accuracy")
+                   help="last = mean of the last 10 epochs (default), final = the final epoch alone, "
+                        "best = best epoch (peeks at test), selected = epoch of best noisy-validation accuracy")
     p.add_argument("--dataset", action="append", default=None, help="only this dataset (repeatable)")
     p.add_argument("--method", action="append", default=None, help="only this method (repeatable)")
 
@@ -66,7 +66,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     runs = _load(args)
     board = build_leaderboard(runs.trials, runs.skipped, args.metric, args.alpha)
     if args.compare:
-        comp = compare(board, load_published(args.published_dir))
+        comp = compare(board, load_published(args.published_dir), runs.trials)
         table, frame = comparison_table(board, comp), comp
         if comp.empty:
             print("lnlbench: no published number matches these cells", file=sys.stderr)

@@ -49,7 +49,7 @@ def _write_comparisons(runs: Runs, out: Path, alpha: float, published_dir: str |
     md = {}
     for metric in _metrics_present(runs):
         board = build_leaderboard(runs.trials, runs.skipped, metric, alpha)
-        comp = compare(board, pub)
+        comp = compare(board, pub, runs.trials)
         if comp.empty:
             continue
         table = comparison_table(board, comp)
