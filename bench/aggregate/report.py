@@ -3,7 +3,7 @@
 Layout of the folder::
 
     README.md                      the leaderboard (Markdown), the comparison, the figures, what was skipped
-    leaderboard_<metric>.{md,tex,csv,html}   one set per metric the trials recorded (last, best, selected)
+    leaderboard_<metric>.{md,tex,csv,html}   one set per metric the trials recorded (last, final, best, selected)
     compare_<metric>.{md,csv}      ours vs published, when some published number matches
     plots/*.png, plots/*.pdf       accuracy vs noise, per-epoch curves, selection, compute
     trials.csv                     one row per finished trial (the tidy frame), with its re-run command
