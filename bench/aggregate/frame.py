@@ -322,5 +322,5 @@ def read_trials_csv(path: str | Path) -> list[dict[str, Any]]:
     frame = frame.astype(object).where(frame.notna(), None)
     frame["rate"] = pd.to_numeric(frame["rate"], errors="coerce")
     frame["seed"] = frame["seed"].astype(int)
-    frame["path"] = [f"{path}#{tid}" for tid in frame["trial_id"]]
+    frame["path"] = [old or f"{path}#{tid}" for old, tid in zip(frame["path"], frame["trial_id"])]
     return frame.to_dict("records")
