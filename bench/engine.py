@@ -45,6 +45,7 @@ from .results import (
     versions,
     write_json,
 )
+from .registry import noise_label
 from .types import DatasetLoader
 
 EpochHook = Callable[[int, dict[str, Any], Path], None]
@@ -260,7 +261,8 @@ class Trial:
             transition=np.round(d.transition, 6).tolist())
         result = TrialResult(
             trial_id=t.trial_id, status=status, error=error, config=t.config.to_dict(), method=t.config.method,
-            dataset=t.config.dataset, noise=noise, seed=t.config.seed, preset=t.preset, recipe=t.recipe, amp=t.amp,
+            dataset=t.config.dataset, noise=noise, noise_label=noise_label(t.noise_name, t.noise_options, t.config.rate),
+            seed=t.config.seed, preset=t.preset, recipe=t.recipe, amp=t.amp,
             hparams=asdict(t.hparams), method_flags={"uses_clean_data": t.method_cls.uses_clean_data,
                                                      "reconstructed": t.method_cls.reconstructed},
             data=data, history=self.history, **summarize(self.history), wall_time_s=self.elapsed,

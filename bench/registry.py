@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 from .errors import LnlError, unknown_name
@@ -118,18 +118,44 @@ def register_method(name: str):
     return METHODS.decorator(name)
 
 
-def register_noise(name: str, variant_option: str | None = None, fixed_rate: bool = False):
+def register_noise(name: str, variant_option: str | None = None, fixed_rate: bool = False,
+                   default_variant: str | None = None, aliases: Mapping[str, str] | None = None):
     """Register a noise generator ``(labels, num_classes, rate, rng, info) -> NoisyLabels``.
 
     ``variant_option`` names the option that the short spec ``name:variant`` sets
     (``cifar10n:worst`` → ``options={"label_set": "worst"}``). ``fixed_rate`` marks real noise whose
-    label set fixes the rate (a trial then takes no rate).
+    label set fixes the rate (a trial then takes no rate). ``default_variant`` is the variant a trial gets
+    when it names none, and ``aliases`` maps other spellings of a variant to its canonical one
+    (``rand1`` → ``random1``): declared here once, they decide the canonical label of
+    :func:`noise_label` that results record and tables group by.
     """
     def wrap(fn):
         fn.variant_option = variant_option
         fn.fixed_rate = fixed_rate
+        fn.default_variant = default_variant
+        fn.variant_aliases = dict(aliases or {})
         return NOISE.register(name, fn)
     return wrap
+
+
+def noise_label(name: str, options: Mapping[str, Any] | None = None, rate: float | None = None) -> str:
+    """The canonical noise label: ``symmetric``, ``asymmetric:elr``, ``cifar10n:worst``, ``none``.
+
+    The generator's registry name plus its variant (from ``name:variant`` or the variant option), with the
+    registered default variant and aliases applied; any synthetic noise at rate 0 is the clean setting
+    ``none``. A name that is not registered (an uninstalled plugin, a published-only setting) is kept as
+    written, without default or aliases.
+    """
+    base, _, variant = str(name).strip().lower().partition(":")
+    fn = NOISE.get(base) if base in NOISE else None
+    key = getattr(fn, "variant_option", None)
+    if not variant and options and key in options:
+        variant = str(options[key]).lower()
+    variant = getattr(fn, "variant_aliases", {}).get(variant, variant)
+    variant = variant or getattr(fn, "default_variant", None) or ""
+    if rate is not None and float(rate) == 0.0 and not getattr(fn, "fixed_rate", False):
+        return "none"
+    return f"{base}:{variant}" if variant else base
 
 
 def register_dataset(name: str, options: type | None = None):

@@ -273,7 +273,7 @@ def _cascade_matrix(target: np.ndarray, rate: float) -> np.ndarray:
     return t
 
 
-@register_noise("asymmetric", variant_option="convention")
+@register_noise("asymmetric", variant_option="convention", default_variant="dividemix")
 def asymmetric(labels: np.ndarray, num_classes: int, rate: float, rng: np.random.Generator,
                info: NoiseInfo) -> NoisyLabels:
     """Class-dependent CIFAR noise (truck→automobile, ...); option convention = dividemix | elr | moit."""

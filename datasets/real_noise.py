@@ -40,15 +40,16 @@ class _CifarN:
     npz_file: str
     label_sets: dict[str, str]
     default: str
+    aliases: dict[str, str]  # other spellings of a label set -> its canonical name
 
 
 CIFAR10N = _CifarN(
     "cifar10n", 10, "CIFAR-10_human.pt", "cifar10n_labels.npz",
     {"aggre": "aggre_label", "worst": "worse_label", "random1": "random_label1", "random2": "random_label2",
-     "random3": "random_label3", "rand1": "random_label1", "rand2": "random_label2", "rand3": "random_label3"},
-    default="worst")
+     "random3": "random_label3"},
+    default="worst", aliases={"rand1": "random1", "rand2": "random2", "rand3": "random3"})
 CIFAR100N = _CifarN("cifar100n", 100, "CIFAR-100_human.pt", "cifar100n_labels.npz",
-                    {"noisy": "noisy_label", "noisy100": "noisy_label"}, default="noisy")
+                    {"noisy": "noisy_label"}, default="noisy", aliases={"noisy100": "noisy"})
 
 
 def _numpy_safe_globals() -> list[Any]:
@@ -157,8 +158,10 @@ def _cifar_n(spec: _CifarN, labels: np.ndarray, num_classes: int, rate: float,
     _check_rate(spec.name, rate)
     opts = read_options(spec.name, info, {"label_set": spec.default, "label_file": None})
     label_set = str(opts["label_set"]).lower()
+    label_set = spec.aliases.get(label_set, label_set)
     if label_set not in spec.label_sets:
-        raise LnlError(f"{spec.name} label_set must be one of {', '.join(spec.label_sets)}, got '{label_set}'")
+        known = [*spec.label_sets, *spec.aliases]
+        raise LnlError(f"{spec.name} label_set must be one of {', '.join(known)}, got '{label_set}'")
     if num_classes != spec.num_classes:
         raise LnlError(f"{spec.name} labels need a {spec.num_classes}-class dataset, got {num_classes} "
                        f"classes; use the matching CIFAR dataset")
@@ -169,14 +172,16 @@ def _cifar_n(spec: _CifarN, labels: np.ndarray, num_classes: int, rate: float,
     return noisy_result(clean, noisy, empirical_transition(clean, noisy, num_classes))
 
 
-@register_noise("cifar10n", variant_option="label_set", fixed_rate=True)
+@register_noise("cifar10n", variant_option="label_set", fixed_rate=True, default_variant=CIFAR10N.default,
+                aliases=CIFAR10N.aliases)
 def cifar10n(labels: np.ndarray, num_classes: int, rate: float, rng: np.random.Generator,
              info: NoiseInfo) -> NoisyLabels:
     """CIFAR-10N human labels (Wei et al. 2022); label_set aggre | random1-3 (rand1-3) | worst (default)."""
     return _cifar_n(CIFAR10N, labels, num_classes, rate, info)
 
 
-@register_noise("cifar100n", variant_option="label_set", fixed_rate=True)
+@register_noise("cifar100n", variant_option="label_set", fixed_rate=True, default_variant=CIFAR100N.default,
+                aliases=CIFAR100N.aliases)
 def cifar100n(labels: np.ndarray, num_classes: int, rate: float, rng: np.random.Generator,
               info: NoiseInfo) -> NoisyLabels:
     """CIFAR-100N human labels (Wei et al. 2022), fine-label set 'noisy' (40.2% noise)."""

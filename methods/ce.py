@@ -52,6 +52,8 @@ PRESETS = {
 class CE(Method):
     """Cross-entropy on the noisy labels (the standard baseline)."""
 
+    display_name = "CE"
+
     Hparams = TrainHparams
     PRESETS = PRESETS
 

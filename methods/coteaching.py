@@ -110,6 +110,8 @@ PRESETS = {
 class Coteaching(Method):
     """Two networks, each trained on the small-loss samples its peer selects (Han et al. 2018)."""
 
+    display_name = "Co-teaching"
+
     Hparams = CoteachingHparams
     PRESETS = PRESETS
     SMOKE = {"num_gradual": 1}  # the full forget rate from epoch 1 (contract tests, lnlbench perf)

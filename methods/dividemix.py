@@ -207,6 +207,8 @@ class _Take:
 class DivideMix(Method):
     """Two networks, each trained by MixMatch on the other's GMM division of the noisy train set."""
 
+    display_name = "DivideMix"
+
     Hparams = DivideMixHparams
     PRESETS = PRESETS
     SMOKE = {"warm_up": 1}  # reach co-divide + MixMatch after one epoch (contract tests, lnlbench perf)

@@ -104,6 +104,8 @@ PRESETS = {
 class ELR(Method):
     """Cross-entropy plus the early-learning regulariser log(1 − ⟨t, p⟩) (Liu et al. 2020)."""
 
+    display_name = "ELR"
+
     Hparams = ELRHparams
     PRESETS = PRESETS
     STATE_ATTRS = ("targets",)

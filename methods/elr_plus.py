@@ -135,6 +135,8 @@ PRESETS = {
 class ELRPlus(Method):
     """Two networks with mixup, each regularised towards its peer's weight-averaged early predictions."""
 
+    display_name = "ELR+"
+
     Hparams = ELRPlusHparams
     PRESETS = PRESETS
     STATE_ATTRS = ("targets1", "targets2", "global_step")

@@ -114,6 +114,8 @@ def is_prune_epoch(epoch: int, start_prune: int, prune_every: int) -> bool:
 class GCE(Method):
     """Generalized cross-entropy L_q with the truncated variant's periodic pruning (Zhang & Sabuncu 2018)."""
 
+    display_name = "GCE"
+
     Hparams = GCEHparams
     PRESETS = PRESETS
     STATE_ATTRS = ("weight", "prunes")

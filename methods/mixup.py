@@ -72,6 +72,8 @@ PRESETS = {
 class Mixup(Method):
     """Mixup of inputs and one-hot noisy labels, one λ ~ Beta(α, α) per batch (Zhang et al. 2018)."""
 
+    display_name = "Mixup"
+
     Hparams = MixupHparams
     PRESETS = PRESETS
 

@@ -95,6 +95,8 @@ def sce_loss(logits: torch.Tensor, y: torch.Tensor, alpha: float, beta: float, l
 class SCE(Method):
     """Symmetric cross-entropy α·CE + β·RCE on the noisy labels (Wang et al. 2019)."""
 
+    display_name = "SCE"
+
     Hparams = SCEHparams
     PRESETS = PRESETS
 

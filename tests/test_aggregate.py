@@ -27,8 +27,10 @@ def write_trial(root: Path, method: str, last: float, *, dataset: str = "cifar10
                 selected: float | None = None, status: str = "ok", options: dict | None = None,
                 flags: dict | None = None, epochs: int = 3, selection: bool = False,
                 hparams: dict | None = None, finished_at: str = "2026-01-01T00:00:00+00:00",
-                device_hours: float = 0.01) -> Path:
-    """Write one result.json like the engine's (schema lnlbench.result/1) and return its path."""
+                device_hours: float = 0.01, preset: str = "mini", final: float | None = None,
+                extra: dict | None = None) -> Path:
+    """Write one result.json like the engine's (schema lnlbench.result/1) and return its path; ``extra``
+    adds top-level fields (``amp``, ``recipe``, ``noise_label``)."""
     history = []
     for e in range(epochs):
         rec: dict[str, Any] = {"epoch": e, "lr": 0.1, "train_time_s": 1.0, "eval_time_s": 0.1,
@@ -39,10 +41,10 @@ def write_trial(root: Path, method: str, last: float, *, dataset: str = "cifar10
             rec["selection"] = {"precision": 0.8 + 0.05 * e, "recall": 0.7 + 0.05 * e, "auc": 0.9,
                                 "selected_fraction": 0.5}
         history.append(rec)
-    digest = abs(hash((method, last, status, json.dumps(hparams)))) % 10**8
+    digest = abs(hash((method, last, status, json.dumps(hparams), preset, json.dumps(extra)))) % 10**8
     tid = f"{method}_{dataset}_{noise}_{rate}_s{seed}_{digest:08d}"
     config = {"method": method, "dataset": dataset, "noise": noise, "rate": rate, "seed": seed,
-              "preset": "mini", "epochs": None, "hparams": {}, "noise_options": options or {},
+              "preset": preset, "epochs": None, "hparams": {}, "noise_options": options or {},
               "val_fraction": 0.0, "out_dir": str(root)}
     error = {"type": "RuntimeError", "message": "boom\ntrace", "traceback": "..."}
     result = {
@@ -50,14 +52,14 @@ def write_trial(root: Path, method: str, last: float, *, dataset: str = "cifar10
         "error": error if status == "failed" else None,
         "config": config, "method": method, "dataset": dataset,
         "noise": {"name": noise, "options": options or {}, "rate": rate, "realized_rate": rate},
-        "seed": seed, "preset": "mini", "hparams": {"model": "mlp", "epochs": epochs, **(hparams or {})},
+        "seed": seed, "preset": preset, "hparams": {"model": "mlp", "epochs": epochs, **(hparams or {})},
         "method_flags": flags or {"uses_clean_data": False, "reconstructed": False},
         "data": {"n_train": 100, "n_val": 0, "n_test": 50, "num_classes": 10},
         "history": history, "best_acc": best if best is not None else last, "best_epoch": 0,
-        "last_acc": last, "final_acc": last, "selected_acc": selected, "epochs_done": epochs,
+        "last_acc": last, "final_acc": last if final is None else final, "selected_acc": selected, "epochs_done": epochs,
         "wall_time_s": device_hours * 3600,
         "device": "cpu", "device_name": "cpu", "device_hours": device_hours, "git_commit": "abc",
-        "finished_at": finished_at,
+        "finished_at": finished_at, **(extra or {}),
     }
     path = root / tid / "result.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,10 +253,14 @@ def test_trial_command_rebuilds_the_cli_call() -> None:
 
 def test_the_aggregator_never_imports_torch_or_ray() -> None:
     """Statically: every import of the aggregate package is the standard library, numpy, pandas, scipy,
-    matplotlib, lnlbench.errors, lnlbench.command, lnlbench.cli or the package itself (lnlbench.cli imports torch lazily)."""
+    matplotlib, lnlbench.errors, lnlbench.command, lnlbench.cli, lnlbench.registry or the package
+    itself (lnlbench.cli imports
+    torch lazily; the registry is imported inside functions, for noise labels and method display names, and
+    a missing torch only turns display names into registry keys: see the next test)."""
     import lnlbench.aggregate as pkg
 
-    allowed = {"numpy", "pandas", "scipy", "matplotlib", "lnlbench.errors", "lnlbench.cli", "lnlbench.command"}
+    allowed = {"numpy", "pandas", "scipy", "matplotlib", "lnlbench.errors", "lnlbench.cli", "lnlbench.registry",
+               "lnlbench.command"}
     for path in Path(pkg.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
@@ -263,3 +269,26 @@ def test_the_aggregator_never_imports_torch_or_ray() -> None:
                 top = name.split(".")[0]
                 ok = top in sys.stdlib_module_names or top in allowed or name in allowed
                 assert ok, f"{path.name} imports {name}"
+
+
+def test_tables_render_without_torch(grid: Path) -> None:
+    """With torch unimportable the leaderboard still renders (display names fall back to registry keys)
+    and noise labels still resolve: the aggregator needs no torch."""
+    import subprocess
+
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'torch': raise ImportError('no torch here')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from lnlbench.aggregate.frame import load_runs\n"
+            "from lnlbench.aggregate.leaderboard import build_leaderboard, leaderboard_table\n"
+            "from lnlbench.aggregate.export import to_markdown\n"
+            "from lnlbench.aggregate.labels import method_name, noise_label\n"
+            f"runs = load_runs([{str(grid)!r}])\n"
+            "print(to_markdown(leaderboard_table(build_leaderboard(runs.trials, runs.skipped))))\n"
+            "print(method_name('elr_plus'), noise_label('asymmetric', None, 0.4))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "92.0 ± 2.0" in out.stdout and "elr_plus asymmetric:dividemix" in out.stdout
+    assert "torch" not in out.stderr

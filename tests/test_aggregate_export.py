@@ -12,7 +12,7 @@ import pytest
 from test_aggregate import write_grid, write_trial
 
 from lnlbench.aggregate import cli as agg_cli
-from lnlbench.aggregate.export import FORMATS, Row, Table, TCell, tex_escape, to_latex
+from lnlbench.aggregate.export import FORMATS, Row, Table, TCell, render, tex_escape, to_latex
 from lnlbench.aggregate.leaderboard import METRICS
 from lnlbench.aggregate.plots import KINDS
 from lnlbench.cli import main
@@ -56,7 +56,8 @@ def test_latex_is_a_well_formed_standalone_document(runs_dir: Path, tmp_path: Pa
     tex = out.read_text()
     assert tex.startswith(r"\documentclass") and tex.rstrip().endswith(r"\end{document}")
     assert r"\usepackage{booktabs}" in tex and r"\pm" in tex and r"\cmidrule" in tex
-    assert r"elr\_plus" in tex and r"\mathbf{96.0 \pm 1.0}" in tex
+    # the display name, not the registry key; bold through Styler's CSS conversion (was \mathbf{96.0 \pm 1.0})
+    assert "ELR+" in tex and r"\bfseries 96.0 $\pm$ 1.0" in tex
     assert "---" in tex  # the missing dividemix cells
     _latex_is_well_formed(tex)
     if shutil.which("pdflatex") is None:
@@ -65,6 +66,23 @@ def test_latex_is_a_well_formed_standalone_document(runs_dir: Path, tmp_path: Pa
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-2000:]
     assert (tmp_path / "board.pdf").stat().st_size > 0
+
+
+def test_marks_in_every_format() -> None:
+    """Bold and underline through Styler (LaTeX: CSS conversion and its LaTeX-command style), the dagger,
+    notes, a rule before the clean-data rows and repeated row labels (the comparison table has them)."""
+    cells = [TCell(95.1, 0.2, bold=True), TCell(90.0, underline=True, dagger=True, note="n=2")]
+    table = Table("t", "Method", ["a", "b"], [Row("m", cells), Row("m", [TCell(), TCell(text="x")],
+                                                               marks=["C"], rule_before=True)],
+                  groups=[("G", 2)], footnotes=["note"])
+    tex = to_latex(table, standalone=False)
+    assert r"\bfseries 95.1 $\pm$ 0.2" in tex and r"\underline{90.0$^\dagger$\,{\scriptsize (n=2)}}" in tex
+    assert tex.count(r"\midrule") == 2 and r"\cmidrule(lr){2-3}" in tex and r"m$^{\mathrm{C}}$ & --- & x" in tex
+    _latex_is_well_formed(tex)
+    assert "| m | **95.1 ± 0.2** | <ins>90.0</ins>† (n=2) |" in render(table, pd.DataFrame(), "md")
+    page = render(table, pd.DataFrame(), "html")
+    assert "<b>95.1 ± 0.2</b>" in page and "<u>90.0</u>&dagger;" in page and 'colspan="2"' in page
+    _html_is_balanced(page)
 
 
 def test_latex_fragment_and_escaping() -> None:
@@ -83,7 +101,7 @@ def test_markdown_csv_and_html(runs_dir: Path, tmp_path: Path, capsys: pytest.Ca
     assert "skipped" in captured.err and "trial failed" in captured.err  # reported, not fatal
     md = captured.out
     assert "| Method | CIFAR-10 sym 20% | CIFAR-10 sym 80% |" in md
-    assert "| dividemix | — | — |" in md and "dividemix on CIFAR-10 sym 80% (1 failed trial)" in md
+    assert "| DivideMix | — | — |" in md and "DivideMix on CIFAR-10 sym 80% (1 failed trial)" in md
     assert "42.5 ± 3.5 (n=2)" in md
     csv_path = tmp_path / "board.csv"
     assert main(["table", str(runs_dir), "--format", "csv", "--out", str(csv_path)]) == 0
@@ -91,6 +109,7 @@ def test_markdown_csv_and_html(runs_dir: Path, tmp_path: Path, capsys: pytest.Ca
     row = frame[(frame["method"] == "ce") & (frame["rate"] == 0.2)].iloc[0]
     assert row["mean"] == pytest.approx(92.0) and row["std"] == pytest.approx(2.0) and row["n"] == 3
     assert pd.isna(row["rank"]) and row["values"] == "90.0000;92.0000;94.0000"  # 2 entries: no second
+    assert "elr_plus" in set(frame["method"])  # the CSV keeps the registry key; tables show ELR+
     html_path = tmp_path / "board.html"
     assert main(["table", str(runs_dir), "--format", "html", "--out", str(html_path)]) == 0
     page = html_path.read_text()

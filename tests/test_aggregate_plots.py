@@ -76,8 +76,36 @@ def test_report_folder(report: Path, runs_dir: Path) -> None:
     assert f"Produced by `lnlbench report {runs_dir} --out {report} --notes {notes}`" in readme
     assert "These trials are synthetic." in readme
     assert "![accuracy_vs_noise](plots/accuracy_vs_noise.png)" in readme
-    assert "| coteaching |" in readme and "trial failed" in readme
+    assert "| Co-teaching |" in readme and "trial failed" in readme
     assert "lnlbench trial --method ce --dataset cifar10 --noise symmetric --rate 0.2 --seed 0" in readme
     for line in readme.splitlines():
         if line.startswith("!["):
             assert (report / line[line.index("(") + 1:line.index(")")]).exists()
+
+
+def test_tables_from_a_reports_trials_csv(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A report's trials.csv stands in for the run folders: the same tables and comparisons, and the
+    per-epoch figures are skipped with a note (the csv keeps no history). It holds finished trials only,
+    so a failed trial's '—' cell would be missing: this run has none."""
+    runs_dir, report = tmp_path / "runs", tmp_path / "report"
+    write_grid(runs_dir, {("ce", 0.2): [0.90, 0.92], ("elr", 0.5): [0.70, 0.75], ("gce", 0.2): [0.95, 0.96]},
+               hparams={"truncated": True})
+    write_trial(runs_dir, "dividemix", 0.94, rate=0.5, extra={"amp": "bf16"})
+    assert main(["report", str(runs_dir), "--out", str(report)]) == 0
+    capsys.readouterr()
+    csv = str(report / "trials.csv")
+    for extra in ([], ["--metric", "best"], ["--compare", "published"], ["--format", "csv"]):
+        assert main(["table", str(runs_dir), *extra]) == 0
+        from_runs = capsys.readouterr().out
+        assert main(["table", csv, *extra]) == 0
+        captured = capsys.readouterr()
+        assert captured.out == from_runs, extra
+        assert "keeps no per-epoch history" in captured.err
+        if "--compare" in extra:
+            assert "DivideMix<sup>A</sup>" in captured.out and "| CPU scale" not in captured.out
+    again = tmp_path / "again"
+    assert main(["report", csv, "--out", str(again)]) == 0
+    assert "keeps no per-epoch history" in capsys.readouterr().err
+    assert (again / "leaderboard_last.md").read_text() == (report / "leaderboard_last.md").read_text()
+    assert (again / "plots" / "accuracy_vs_noise.png").exists()
+    assert not list((again / "plots").glob("curves*"))

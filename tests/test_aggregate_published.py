@@ -23,10 +23,10 @@ def test_published_csvs_are_well_formed() -> None:
     pub = load_published(PUBLISHED)
     for path in PUBLISHED.glob("*.csv"):
         assert list(pd.read_csv(path, nrows=0).columns) == COLUMNS, path.name
-    assert set(pub["metric"]) <= {"best", "last", "selected", "unspecified"}
+    assert set(pub["metric"]) <= {"best", "last", "final", "selected", "unspecified"}
     assert (pub["verified"] == pub["tag"].isin(["[code]", "[src]"])).all()
     assert pub["value"].between(0, 100).all()
-    assert not pub.duplicated(["method", "dataset", "noise", "rate", "metric", "source", "notes"]).any()
+    assert not pub.duplicated(["method", "dataset", "noise", "rate", "metric", "source", "notes", "recipe"]).any()
     dm = pub[(pub["method"] == "dividemix") & (pub["dataset"] == "cifar10")
              & (pub["file"] == "dividemix_table1.csv")]
     assert dm.set_index(["noise", "rate", "metric"])["value"].to_dict()[("symmetric", 0.5, "best")] == 94.6
@@ -69,12 +69,12 @@ def test_compare_matches_on_method_dataset_noise_rate_metric(tmp_path: Path) -> 
         write_trial(tmp_path, "DivideMix", 0.10, rate=0.5, seed=seed, noise="symmetric_exclusive")
     runs = load_runs([tmp_path])
     pub = load_published(PUBLISHED)
-    comp = compare(build_leaderboard(runs.trials, runs.skipped, "best"), pub)
+    comp = compare(build_leaderboard(runs.trials, runs.skipped, "best"), pub, runs.trials)
     sym = comp[(comp["noise"] == "symmetric") & (comp["dataset"] == "cifar10")]
     assert sym["published"].tolist() == [94.6]  # DivideMix Table 1, Best, sym 50 %
-    assert sym["diff"].iloc[0] == pytest.approx(95.5 - 94.6)
+    assert not sym["comparable"].iloc[0] and sym["not_comparable"].iloc[0].startswith("CPU scale")
     assert sym["tag"].iloc[0] == "[src]" and bool(sym["verified"].iloc[0])
-    last = compare(build_leaderboard(runs.trials, runs.skipped, "last"), pub)
+    last = compare(build_leaderboard(runs.trials, runs.skipped, "last"), pub, runs.trials)
     assert last[last["noise"] == "symmetric"]["published"].tolist() == [94.4]
     # 'DivideMix' would match 'dividemix', but MOIT's DMix* rows are at sym-x 20/40/80 %, not 50 %
     assert comp[comp["noise"] == "symmetric_exclusive"].empty
@@ -82,11 +82,13 @@ def test_compare_matches_on_method_dataset_noise_rate_metric(tmp_path: Path) -> 
 
 def test_compare_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_trial(tmp_path / "r", "elr", 0.9123, rate=0.4)
-    assert main(["table", str(tmp_path / "r"), "--compare", "published"]) == 0
+    assert main(["table", str(tmp_path / "r"), "--compare", "published", "--metric", "final"]) == 0
     out = capsys.readouterr().out
-    # the ELR README's two runs (plain, cosine annealing)
-    assert "| elr | CIFAR-10 sym 40% | 91.2 (n=1) | 89.15 | +2.1 | [src] | ResNet-34 |" in out
-    assert "| elr | CIFAR-10 sym 40% | 91.2 (n=1) | 91.43 | -0.2 | [src] | ResNet-34 |" in out
+    # the ELR README's two runs (plain, cosine annealing): the final epoch; a mini run gets no Δ, and a run
+    # whose schedule is neither of theirs meets both, marked †
+    mini = "| MLP (CPU scale), mini; CPU scale, not comparable |"
+    assert f"| ELR<sup>A?</sup> | CIFAR-10 sym 40% | 91.2 (n=1) {mini} 89.15† | ResNet-34 | — | [src] |" in out
+    assert f"| ELR<sup>A?</sup> | CIFAR-10 sym 40% | 91.2 (n=1) {mini} 91.43† | ResNet-34 | — | [src] |" in out
 
 
 def test_malformed_published_csv_is_a_one_line_error(tmp_path: Path) -> None:
@@ -96,3 +98,81 @@ def test_malformed_published_csv_is_a_one_line_error(tmp_path: Path) -> None:
         load_published(tmp_path)
     with pytest.raises(LnlError, match="no published CSV files found"):
         load_published(tmp_path / "none")
+
+
+PAPER = {"amp": "off", "recipe": {"status": "preset", "missing": None}}
+
+
+def _compare(root: Path, metric: str) -> pd.DataFrame:
+    runs = load_runs([root])
+    return compare(build_leaderboard(runs.trials, runs.skipped, metric), load_published(PUBLISHED), runs.trials)
+
+
+def test_final_metric_meets_only_final_rows(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """ELR's README reports the final epoch: `--metric final` reads final_acc and meets those rows; `last`
+    (the mean of the last 10 epochs) no longer pairs with them."""
+    hp = {"model": "resnet34", "schedule": "cosine_restarts"}
+    for seed, (last, final) in enumerate([(0.90, 0.915), (0.91, 0.913)]):
+        write_trial(tmp_path, "elr", last, rate=0.4, seed=seed, final=final, preset="paper", hparams=hp,
+                    extra=PAPER)
+    final = _compare(tmp_path, "final")
+    assert final["published"].tolist() == [91.43]  # only the cosine-annealing row: the schedule that ran
+    assert final["comparable"].tolist() == [True]
+    assert final["diff"].iloc[0] == pytest.approx(91.4 - 91.43)
+    assert _compare(tmp_path, "last").query("base_method == 'elr' and file == 'elr.csv'").empty
+    assert main(["table", str(tmp_path), "--compare", "published", "--metric", "final"]) == 0
+    out = capsys.readouterr().out
+    assert "| ELR | CIFAR-10 sym 40% | 91.4 ± 0.1 | ResNet-34, paper | 91.43 | ResNet-34 | -0.0 | [src] |" in out
+    assert "our final numbers meet only published final numbers" in out
+
+
+@pytest.mark.parametrize("truncated,expected", [(True, 89.70), (False, 89.83)])
+def test_gce_rows_follow_the_variant_that_ran(tmp_path: Path, truncated: bool, expected: float) -> None:
+    write_trial(tmp_path, "gce", 0.88, noise="symmetric_exclusive", rate=0.2, preset="paper",
+                hparams={"model": "resnet34", "truncated": truncated, "q": 0.7, "k": 0.5}, extra=PAPER)
+    comp = _compare(tmp_path, "best")
+    assert comp["published"].tolist() == [expected]
+    assert comp["recipe_diff"].tolist() == [""]
+
+
+def test_sce_recipe_difference_is_flagged(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Our CIFAR-100 SCE preset runs β 0.1, the SCELoss-Reproduce numbers β 1.0: the row is kept, marked
+    †, and gets no Δ; with β 1.0 it is like for like."""
+    for beta, root in ((0.1, tmp_path / "a"), (1.0, tmp_path / "b")):
+        write_trial(root, "sce", 0.45, dataset="cifar100", noise="symmetric_exclusive", rate=0.4, preset="paper",
+                    hparams={"model": "resnet34", "alpha": 6.0, "beta": beta}, extra=PAPER)
+    flagged = _compare(tmp_path / "a", "best")
+    assert flagged["published"].tolist() == [46.50] and flagged["recipe_diff"].tolist() == ["beta 1 vs ours 0.1"]
+    assert not flagged["comparable"].iloc[0] and pd.isna(flagged["diff"].iloc[0])
+    same = _compare(tmp_path / "b", "best")
+    assert same["recipe_diff"].tolist() == [""] and same["comparable"].tolist() == [True]
+    assert main(["table", str(tmp_path / "a"), "--compare", "published", "--metric", "best"]) == 0
+    out = capsys.readouterr().out
+    assert "| 46.5† | ResNet-34 | — |" in out
+    assert "† SCE, CIFAR-100 sym-x 40%: published with alpha=6.0;beta=1.0; beta 1 vs ours 0.1." in out
+
+
+def test_cpu_scale_precision_and_default_recipe_are_marked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """mini runs: 'CPU scale, not comparable', no Δ; amp bf16 (A), amp not recorded (A?) and a preset
+    lookup that fell back to the defaults (D) carry marks and get no Δ."""
+    hp = {"model": "preact_resnet18"}
+    write_trial(tmp_path / "mini", "dividemix", 0.95, extra=PAPER)
+    write_trial(tmp_path / "bf16", "dividemix", 0.95, preset="paper", hparams=hp,
+                extra={**PAPER, "amp": "bf16"})
+    write_trial(tmp_path / "unknown", "dividemix", 0.95, preset="paper", hparams=hp)
+    write_trial(tmp_path / "default", "dividemix", 0.95, preset="paper", hparams=hp,
+                extra={**PAPER, "recipe": {"status": "default", "missing": "cifar10/symmetric/0.5"}})
+    write_trial(tmp_path / "fine", "dividemix", 0.95, preset="paper", hparams=hp, extra=PAPER)
+    expect = {"mini": ("CPU scale, not comparable", ""), "bf16": ("mixed precision", "A"),
+              "unknown": ("", "A?"), "default": ("default recipe", "D"), "fine": ("", "")}
+    for name, (why, mark) in expect.items():
+        comp = _compare(tmp_path / name, "best")
+        row = comp[comp["file"] == "dividemix_table1.csv"].iloc[0]
+        assert row["published"] == 94.6 and row["not_comparable"].startswith(why), name
+        assert bool(why) != bool(row["comparable"]) and (why or row["not_comparable"] == ""), name
+        assert main(["table", str(tmp_path / name), "--compare", "published", "--metric", "best"]) == 0
+        out = capsys.readouterr().out
+        label = "DivideMix" + (f"<sup>{mark}</sup>" if mark else "")
+        delta = "+0.4" if not why else "—"
+        assert f"| {label} | CIFAR-10 sym 50% | 95.0 (n=1) |" in out, name
+        assert f"| 94.6 | PreAct ResNet-18 | {delta} | [src] |" in out, name

@@ -15,7 +15,7 @@ from lnlbench.errors import LnlError
 from lnlbench.registry import METHODS, register_method
 from lnlbench.runner.resources import Resources, check_fit, concurrency
 from lnlbench.runner.spec import expand, load_spec, parse_spec
-from lnlbench.runner.status import collect, leaderboard
+from lnlbench.runner.status import collect
 
 GRIDS = Path(__file__).resolve().parent.parent / "bench" / "grids"
 RUNNER_COMMANDS = ("run", "resume", "status", "quickstart")
@@ -177,12 +177,68 @@ def test_status_of_a_folder_that_is_no_run(tmp_path, capsys):
     assert "not a run folder" in one_line_error(capsys, ["status", str(tmp_path)])
 
 
-def test_leaderboard_is_mean_and_std_over_seeds():
-    def res(method, rate, seed, acc):
-        return {"dataset": "digits", "method": method, "seed": seed, "last_acc": acc,
-                "noise": {"name": "symmetric", "rate": rate, "options": {}}}
-    table = leaderboard([res("ce", 0.5, 0, 0.6), res("ce", 0.5, 1, 0.8), res("ce", 0.8, 0, 0.3)])
-    assert "70.0 ± 10.0 [2]" in table and "30.0 ± 0.0 [1]" in table and "symmetric@0.5" in table
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory) -> Path:
+    """A run folder (RUN/trials/<id>/result.json) of real digits trials: CE at sym 40 % (2 seeds) and at
+    rate 0 (the clean setting), 2 epochs on 20 images per class."""
+    from lnlbench.engine import run_trial
+
+    run = tmp_path_factory.mktemp("digits_run")
+    for rate, seed in ((0.4, 0), (0.4, 1), (0.0, 0)):
+        run_trial({"method": "ce", "dataset": "digits", "noise": "symmetric", "rate": rate, "seed": seed,
+                   "epochs": 2, "subset": 20, "out_dir": str(run / "trials")})
+    return run
+
+
+def test_results_record_the_canonical_noise_label(digits_run):
+    labels = sorted(json.loads(p.read_text())["noise_label"] for p in digits_run.glob("trials/*/result.json"))
+    assert labels == ["none", "symmetric", "symmetric"]
+
+
+def test_quickstart_and_status_print_the_aggregators_table(digits_run, capsys):
+    """One leaderboard: the quickstart's table (print_leaderboard) and `lnlbench status` print exactly the
+    cells of `lnlbench table RUN` (sample std over seeds, the aggregator's noise labels)."""
+    from lnlbench.runner.cli import print_leaderboard
+
+    assert main(["table", str(digits_run)]) == 0
+    table = capsys.readouterr().out
+    print_leaderboard(str(digits_run))
+    assert capsys.readouterr().out.strip() == table.strip()
+    assert main(["status", str(digits_run)]) == 0
+    assert table.strip() in capsys.readouterr().out
+    assert "| Method | Digits clean 0% | Digits sym 40% |" in table and " ± " in table
+
+
+def test_an_aggregator_error_is_an_error(digits_run, monkeypatch):
+    """No fallback table hides an aggregator bug."""
+    import lnlbench.aggregate.leaderboard as board
+    from lnlbench.runner.cli import print_leaderboard
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("aggregator bug")
+
+    monkeypatch.setattr(board, "build_leaderboard", broken)
+    with pytest.raises(RuntimeError, match="aggregator bug"):
+        print_leaderboard(str(digits_run))
+
+
+def test_noise_variants_and_aliases_are_declared_at_registration():
+    """A generator's default variant and aliases come from its register_noise call, and the aggregator's
+    labels follow them (no second copy)."""
+    from lnlbench.aggregate.labels import noise_label
+    from lnlbench.registry import NOISE, register_noise
+
+    assert noise_label("cifar10n", {"label_set": "rand2"}) == "cifar10n:random2"
+    assert noise_label("asymmetric", None, 0.4) == "asymmetric:dividemix"
+    assert noise_label("cifar100n:noisy100") == "cifar100n:noisy"
+    try:
+        register_noise("toy_noise", variant_option="style", default_variant="plain",
+                       aliases={"p": "plain"})(lambda labels, num_classes, rate, rng, info: None)
+        assert noise_label("toy_noise", None, 0.2) == "toy_noise:plain"
+        assert noise_label("toy_noise", {"style": "p"}, 0.2) == "toy_noise:plain"
+        assert noise_label("toy_noise:fancy", None, 0.0) == "none"
+    finally:
+        NOISE.unregister("toy_noise")
 
 
 @pytest.mark.parametrize("name", RUNNER_COMMANDS)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # The choices, spelled here so that `lnlbench --help` and every other command start without importing
 # pandas, scipy or matplotlib (tests check they equal the modules' own lists).
-METRICS = ("last", "best", "selected")
+METRICS = ("last", "final", "best", "selected")
 FORMATS = ("md", "latex", "latex-fragment", "csv", "html")
 KINDS = ("noise", "curves", "selection", "compute")
 
@@ -36,8 +36,10 @@ def _load(args: argparse.Namespace) -> Runs:
 
     runs = load_runs(args.runs)
     chosen = select(runs, args.dataset, args.method)
-    for problem in chosen.problems:  # those of other datasets/methods are left out
-        print(f"lnlbench: {problem}", file=sys.stderr)
+    report_problems(chosen)  # those of other datasets/methods are left out
+    if chosen.without_curves:
+        print(f"lnlbench: note: {chosen.without_curves} trials come from a trials.csv, which keeps no per-epoch "
+              f"history: per-epoch figures (curves, selection) leave them out", file=sys.stderr)
     runs.require_trials()
     if chosen.trials.empty:
         have = f"datasets {sorted(set(runs.trials['dataset']))}, methods {sorted(set(runs.trials['method']))}"
@@ -48,31 +50,48 @@ def _load(args: argparse.Namespace) -> Runs:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
-                   help="folder(s) holding trial result.json files (searched recursively)")
+                   help="folder(s) holding trial result.json files (searched recursively), or a trials.csv "
+                        "written by an earlier lnlbench report (tables and comparisons; no per-epoch curves)")
     p.add_argument("--metric", choices=list(METRICS), default="last",
-                   help="last = mean of the last 10 epochs (default), best = best epoch (peeks at test), "
-                        "selected = epoch of best noisy-validation accuracy")
+                   help="last = mean of the last 10 epochs (default), final = the final epoch alone, "
+                        "best = best epoch (peeks at test), selected = epoch of best noisy-validation accuracy")
     p.add_argument("--dataset", action="append", default=None, help="only this dataset (repeatable)")
     p.add_argument("--method", action="append", default=None, help="only this method (repeatable)")
 
 
 # -- table -----------------------------------------------------------------------------------------
+def board_text(runs: Runs, metric: str = "last", alpha: float = 0.05, title: str | None = None,
+               fmt: str = "md") -> str:
+    """The leaderboard of some runs as ``lnlbench table`` prints it; ``quickstart`` and ``status`` print
+    this too, so one run shows the same cells everywhere."""
+    from .export import render
+    from .leaderboard import build_leaderboard, leaderboard_table
+
+    board = build_leaderboard(runs.trials, runs.skipped, metric, alpha)
+    return render(leaderboard_table(board, title), board.to_frame(), fmt)
+
+
+def report_problems(runs: Runs) -> None:
+    """Each skipped result file on stderr (``lnlbench: skipped PATH: why``)."""
+    for problem in runs.problems:
+        print(f"lnlbench: {problem}", file=sys.stderr)
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     """Print or write the leaderboard (or the comparison with the published numbers)."""
     from .export import render, write_text
-    from .leaderboard import build_leaderboard, leaderboard_table
+    from .leaderboard import build_leaderboard
     from .published import compare, comparison_table, load_published
 
     runs = _load(args)
-    board = build_leaderboard(runs.trials, runs.skipped, args.metric, args.alpha)
     if args.compare:
-        comp = compare(board, load_published(args.published_dir))
-        table, frame = comparison_table(board, comp), comp
+        board = build_leaderboard(runs.trials, runs.skipped, args.metric, args.alpha)
+        comp = compare(board, load_published(args.published_dir), runs.trials)
+        text = render(comparison_table(board, comp), comp, args.format)
         if comp.empty:
             print("lnlbench: no published number matches these cells", file=sys.stderr)
     else:
-        table, frame = leaderboard_table(board, args.title), board.to_frame()
-    text = render(table, frame, args.format)
+        text = board_text(runs, args.metric, args.alpha, args.title, args.format)
     if args.out:
         path = write_text(args.out, text)
         print(f"wrote {path}")

@@ -2,18 +2,34 @@
 
 A :class:`Table` is format-neutral: a header (optionally grouped), rows of cells that carry a mean ± std or
 a text, and the marks a cell may have (bold = best, underline = second, dagger = not significantly different
-from the best, a note such as ``n=2``). Footnotes are plain Unicode text; each renderer escapes what its
-format needs (LaTeX: ``_ & % # $ { } ~ ^ \\`` and the symbols ± † — → ≈ × ≤ ≥). Numbers are printed with
-one decimal (percent, as papers print them). The CSV export is the tidy frame of the table's source
-(``Leaderboard.to_frame()``), not the display strings.
+from the best, a note such as ``n=2``). Numbers are printed with one decimal (percent, as papers print them).
+The CSV export is the tidy frame of the table's source (``Leaderboard.to_frame()``), not the display strings.
+
+The layout is the libraries': LaTeX through pandas' ``Styler.to_latex`` (booktabs rules, ``\\multicolumn``
+group headers, bold through its CSS-to-LaTeX conversion of ``font-weight: bold``), HTML through
+``Styler.to_html`` (``colspan`` group headers, caption, CSS), Markdown through ``DataFrame.to_markdown``
+(tabulate, pipe tables). What they do not do, measured with pandas 3.1 / tabulate 0.9, stays here:
+
+- **Escaping.** ``Styler.format(escape="latex")`` escapes ``& % $ # _ { } ~ ^ \\`` but leaves Unicode as it
+  is, and pdflatex stops at ``α ≤ → ≈ Δ`` ("Unicode character not set up"); :func:`tex_escape` maps those
+  symbols to math. HTML cells are escaped with :func:`html.escape` and carry ``<b>``/``<u>``.
+- **Underline.** The CSS conversion knows ``font-weight`` and ``font-style`` but not ``text-decoration``;
+  underline uses Styler's own LaTeX-command style, kept through the conversion (``underline: --rwrap --latex``).
+- **Rules and notes.** Styler writes no ``\\cmidrule`` under a column group, no ``\\midrule`` before an
+  arbitrary row (the clean-data methods) and no notes under the tabular; those three are inserted into its
+  output. tabulate pads every cell to its column's width to align it (with the Source column of a
+  comparison every row becomes hundreds of characters wide), so cells are asked for unpadded and the
+  alignment row (``---:``) is written here.
 """
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from pandas.io.formats.style import Styler
 
 from lnlbench.errors import LnlError
 
@@ -66,7 +82,7 @@ class Table:
         return self.align if len(self.align) == len(self.header) else "r" * len(self.header)
 
 
-# -- Markdown --------------------------------------------------------------------------------------
+# -- Markdown (DataFrame.to_markdown) --------------------------------------------------------------
 def _md_cell(c: TCell) -> str:
     text = c.plain().replace("|", "\\|")
     if c.bold:
@@ -74,19 +90,6 @@ def _md_cell(c: TCell) -> str:
     if c.underline:
         text = f"<ins>{text}</ins>"  # GitHub renders <ins> as underline; <u> is stripped
     return text + ("†" if c.dagger else "") + (f" ({c.note})" if c.note else "")
-
-
-def to_markdown(table: Table) -> str:
-    """GitHub-flavoured Markdown: one header row (``group rate``), bold/underline, footnotes as a list."""
-    names = _flat_header(table)
-    rule = "".join("---:|" if a == "r" else "---|" for a in table.aligns())
-    lines = [f"**{table.title}**", "", "| " + " | ".join([table.stub, *names]) + " |", "|---|" + rule]
-    for row in table.rows:
-        label = row.label + ("".join(f"<sup>{m}</sup>" for m in row.marks))
-        lines.append("| " + " | ".join([label, *(_md_cell(c) for c in row.cells)]) + " |")
-    lines.append("")
-    lines += [f"- {note}" for note in table.footnotes]
-    return "\n".join(lines) + "\n"
 
 
 def _flat_header(table: Table) -> list[str]:
@@ -99,7 +102,20 @@ def _flat_header(table: Table) -> list[str]:
     return out
 
 
-# -- LaTeX -----------------------------------------------------------------------------------------
+def to_markdown(table: Table) -> str:
+    """GitHub-flavoured Markdown: one header row (``group rate``), bold/underline, footnotes as a list."""
+    labels = [row.label + "".join(f"<sup>{m}</sup>" for m in row.marks) for row in table.rows]
+    frame = pd.DataFrame([[lab, *(_md_cell(c) for c in row.cells)] for lab, row in zip(labels, table.rows)],
+                         columns=[table.stub, *_flat_header(table)])
+    text = frame.to_markdown(index=False, tablefmt="pipe", stralign=None, numalign=None,
+                             disable_numparse=True)
+    lines = text.splitlines()
+    lines[1] = "|---|" + "".join("---:|" if a == "r" else "---|" for a in table.aligns())
+    out = [f"**{table.title}**", "", *lines, ""] + [f"- {note}" for note in table.footnotes]
+    return "\n".join(out) + "\n"
+
+
+# -- LaTeX (Styler.to_latex) -----------------------------------------------------------------------
 _TEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                "±": r"$\pm$", "†": r"$^\dagger$", "—": "---", "–": "--", "→": r"$\to$", "≈": r"$\approx$",
@@ -113,13 +129,8 @@ def tex_escape(text: str) -> str:
 
 
 def _tex_cell(c: TCell) -> str:
-    if c.mean is None:
-        body = tex_escape(c.text) if c.text else "---"
-    else:
-        num = f"{c.mean:.1f}" + ("" if c.std is None else rf" \pm {c.std:.1f}")
-        body = rf"$\mathbf{{{num}}}$" if c.bold else f"${num}$"
-    if c.underline:
-        body = rf"\underline{{{body}}}"
+    """The cell's LaTeX in text mode (so that Styler's ``\\bfseries`` bolds the digits too)."""
+    body = tex_escape(c.plain()) if (c.mean is not None or c.text) else "---"
     if c.dagger:
         body += r"$^\dagger$"
     if c.note:
@@ -127,37 +138,51 @@ def _tex_cell(c: TCell) -> str:
     return body
 
 
-def _tex_header(table: Table) -> list[str]:
-    ncol = len(table.header)
+def _columns(table: Table, esc) -> pd.Index:
+    """The header as columns: (group, column) pairs under a group header, else one level."""
     if not table.groups:
-        return [" & ".join([tex_escape(table.stub), *map(tex_escape, table.header)]) + r" \\"]
-    tops, rules, i = [], [], 2
-    for group, span in table.groups:
-        tops.append(rf"\multicolumn{{{span}}}{{c}}{{{tex_escape(group)}}}")
-        rules.append(rf"\cmidrule(lr){{{i}-{i + span - 1}}}")
-        i += span
-    assert i - 2 == ncol, "column groups must span the header"
-    return [" & ".join(["", *tops]) + r" \\", " ".join(rules),
-            " & ".join([tex_escape(table.stub), *map(tex_escape, table.header)]) + r" \\"]
+        return pd.Index([esc(table.stub), *map(esc, table.header)])
+    assert sum(span for _, span in table.groups) == len(table.header), "column groups must span the header"
+    groups = [g for g, span in table.groups for _ in range(span)]
+    return pd.MultiIndex.from_tuples([("", esc(table.stub)), *zip(map(esc, groups), map(esc, table.header))])
+
+
+def _styled(table: Table, cell: Callable[[TCell], str], esc: Callable[[str], str], mark: Callable[[str], str],
+            bold: str, underline: str) -> Styler:
+    """A Styler over the table (a plain index hidden, so repeated row labels are fine)."""
+    data = [[esc(row.label) + "".join(map(mark, row.marks)), *map(cell, row.cells)] for row in table.rows]
+    frame = pd.DataFrame(data, columns=_columns(table, esc))
+    css = pd.DataFrame([["", *(bold * c.bold + underline * c.underline for c in row.cells)]
+                        for row in table.rows], columns=frame.columns)
+    # a fixed id instead of Styler's random one, so that the same table always writes the same HTML
+    return frame.style.apply(lambda _: css, axis=None).hide(axis="index").set_uuid("lnlbench")
 
 
 def to_latex(table: Table, standalone: bool = True) -> str:
     """A booktabs tabular in a ``table`` float with its notes below; ``standalone`` wraps it in a document
     that compiles on its own (``article`` in landscape, booktabs)."""
-    lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{tex_escape(table.title)}}}",
-             r"\begin{tabular}{l" + table.aligns() + "}", r"\toprule", *_tex_header(table),
-             r"\midrule"]
-    for row in table.rows:
+    styler = _styled(table, _tex_cell, tex_escape, lambda m: rf"$^{{\mathrm{{{tex_escape(m)}}}}}$",
+                     "font-weight: bold;", "underline: --rwrap --latex;")
+    tex = styler.to_latex(column_format="l" + table.aligns(), hrules=True, multicol_align="c",
+                          caption=tex_escape(table.title), environment="table", position="ht",
+                          position_float="centering", convert_css=True)
+    lines = tex.splitlines()
+    if table.groups:  # \cmidrule under each group, after the group header row
+        rules, i = [], 2
+        for _, span in table.groups:
+            rules.append(rf"\cmidrule(lr){{{i}-{i + span - 1}}}")
+            i += span
+        top = lines.index(r"\toprule") + 1
+        lines.insert(top + 1, " ".join(rules))
+    first = lines.index(r"\midrule") + 1
+    for k, row in reversed(list(enumerate(table.rows))):
         if row.rule_before:
-            lines.append(r"\midrule")
-        label = tex_escape(row.label) + "".join(rf"$^{{\mathrm{{{m}}}}}$" for m in row.marks)
-        lines.append(" & ".join([label, *(_tex_cell(c) for c in row.cells)]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+            lines.insert(first + k, r"\midrule")
     if table.footnotes:
-        lines += [r"\par\smallskip", r"\begin{minipage}{\linewidth}\footnotesize"]
-        lines += [tex_escape(n) + r"\par" for n in table.footnotes]
-        lines.append(r"\end{minipage}")
-    lines.append(r"\end{table}")
+        notes = [r"\par\smallskip", r"\begin{minipage}{\linewidth}\footnotesize",
+                 *(tex_escape(n) + r"\par" for n in table.footnotes), r"\end{minipage}"]
+        end = lines.index(r"\end{table}")
+        lines[end:end] = notes
     body = "\n".join(lines) + "\n"
     if not standalone:
         return body
@@ -166,7 +191,7 @@ def to_latex(table: Table, standalone: bool = True) -> str:
             "\\begin{document}\n" + body + "\\end{document}\n")
 
 
-# -- HTML ------------------------------------------------------------------------------------------
+# -- HTML (Styler.to_html) -------------------------------------------------------------------------
 def _html_cell(c: TCell) -> str:
     text = html.escape(c.plain())
     if c.bold:
@@ -177,29 +202,24 @@ def _html_cell(c: TCell) -> str:
     return text + ("&dagger;" if c.dagger else "") + note
 
 
+_CSS = [{"selector": "", "props": "border-collapse:collapse;font-family:sans-serif;font-size:14px;"
+                                  "border-top:2px solid #000;border-bottom:2px solid #000"},
+        {"selector": "th, td", "props": "padding:3px 8px;text-align:right"},
+        {"selector": "td.col0, th.col0", "props": "text-align:left"},
+        {"selector": "thead tr:last-child th", "props": "border-bottom:1px solid #000"}]
+
+
 def to_html(table: Table) -> str:
     """A standalone HTML page with the table (grouped header) and its notes."""
-    head = []
-    if table.groups:
-        spans = "".join(f'<th colspan="{s}">{html.escape(g)}</th>' for g, s in table.groups)
-        head.append(f"<tr><th></th>{spans}</tr>")
-    head.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in [table.stub, *table.header]) + "</tr>")
-    body = []
-    for row in table.rows:
-        style = ' class="rule"' if row.rule_before else ""
-        label = html.escape(row.label) + "".join(f"<sup>{html.escape(m)}</sup>" for m in row.marks)
-        cells = "".join(f'<td class="{a}">{_html_cell(c)}</td>' for a, c in zip(table.aligns(), row.cells))
-        body.append(f"<tr{style}><th>{label}</th>{cells}</tr>")
+    styler = _styled(table, _html_cell, html.escape, lambda m: f"<sup>{html.escape(m)}</sup>", "", "")
+    left = [i + 1 for i, a in enumerate(table.aligns()) if a == "l"]
+    css = _CSS + [{"selector": f"td.col{i}", "props": "text-align:left"} for i in left]
+    rules = [f"td.row{k}" for k, row in enumerate(table.rows) if row.rule_before]
+    css += [{"selector": ", ".join(rules), "props": "border-top:1px solid #000"}] if rules else []
+    body = styler.set_table_styles(css).set_caption(html.escape(table.title)).to_html()
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in table.footnotes)
-    css = ("table{border-collapse:collapse;font-family:sans-serif;font-size:14px}"
-           "th,td{padding:3px 8px;text-align:right}th:first-child,td.l{text-align:left}"
-           "thead tr:last-child th{border-bottom:1px solid #000}"
-           "tr.rule th,tr.rule td{border-top:1px solid #000}"
-           "table{border-top:2px solid #000;border-bottom:2px solid #000}")
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(table.title)}</title>"
-            f"<style>{css}</style></head><body>\n<h3>{html.escape(table.title)}</h3>\n<table>\n<thead>"
-            + "\n".join(head) + "</thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>\n"
-            f"<ul>{notes}</ul>\n</body></html>\n")
+            f"</head><body>\n{body}\n<ul>{notes}</ul>\n</body></html>\n")
 
 
 # -- dispatch --------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import pandas as pd
 
 from lnlbench.errors import LnlError
 
-from .labels import VARIANT_KEYS, noise_label
+from .labels import noise_label, variant_option
 
 SCHEMA_PREFIX = "lnlbench.result/"
 KEY = ["method", "dataset", "noise", "rate", "seed"]
@@ -35,7 +35,7 @@ TRIAL_COLUMNS = [
     "best_acc", "selected_acc", "final_acc", "best_epoch", "epochs_done", "epochs", "wall_time_s",
     "device_hours", "device", "device_name", "model", "preset", "uses_clean_data", "reconstructed",
     "realized_rate", "n_train", "git_commit", "finished_at", "base_method", "variant", "config", "command",
-    "path",
+    "path", "amp", "recipe_status",
 ]
 CURVE_COLUMNS = ["trial_id", "method", "dataset", "noise", "rate", "seed", "epoch", "test_acc", "val_acc",
                  "precision", "recall", "selected_fraction"]
@@ -69,6 +69,7 @@ class Runs:
     problems: list[Problem] = field(default_factory=list)
     files: int = 0
     sources: list[str] = field(default_factory=list)
+    without_curves: int = 0  # trials read from a trials.csv: no per-epoch history
 
     def require_trials(self) -> None:
         """Raise a one-line :class:`LnlError` when no finished trial was found."""
@@ -96,7 +97,7 @@ def select(runs: Runs, datasets: list[str] | None = None, methods: list[str] | N
     trials = keep(runs.trials)
     curves = runs.curves[runs.curves["trial_id"].isin(trials["trial_id"])].reset_index(drop=True)
     return Runs(trials, curves, keep(runs.skipped),
-                [p for p in runs.problems if relevant(p)], runs.files, runs.sources)
+                [p for p in runs.problems if relevant(p)], runs.files, runs.sources, runs.without_curves)
 
 
 def find_result_files(paths: list[str | Path]) -> list[Path]:
@@ -146,14 +147,15 @@ def _row(res: dict[str, Any], path: Path) -> dict[str, Any]:
     row = {k: res.get(k) for k in TRIAL_COLUMNS if k in res}
     row.update({
         "method": str(res["method"]), "dataset": str(res["dataset"]),
-        "noise": noise_label(noise.get("name", "?"), noise.get("options"), rate),
+        "noise": res.get("noise_label") or noise_label(noise.get("name", "?"), noise.get("options"), rate),
         "noise_name": noise.get("name"), "rate": float("nan") if rate is None else float(rate),
         "seed": int(res["seed"]), "epochs": hp.get("epochs"), "model": hp.get("model"),
         "uses_clean_data": bool(flags.get("uses_clean_data", False)),
         "reconstructed": bool(flags.get("reconstructed", False)),
         "realized_rate": noise.get("realized_rate"), "n_train": data.get("n_train"),
         "base_method": str(res["method"]), "variant": "", "config": _signature(res),
-        "command": trial_command(res.get("config") or {}), "path": str(path),
+        "command": trial_command(res.get("config") or {}), "path": str(path), "amp": res.get("amp"),
+        "recipe_status": (res.get("recipe") or {}).get("status") if isinstance(res.get("recipe"), dict) else None,
     })
     return row
 
@@ -161,10 +163,12 @@ def _row(res: dict[str, Any], path: Path) -> dict[str, Any]:
 def _signature(res: dict[str, Any]) -> str:
     """What makes two trials of one cell different experiments (JSON, sorted keys)."""
     cfg = res.get("config") or {}
-    opts = (res.get("noise") or {}).get("options") or {}
+    noise = res.get("noise") or {}
+    opts = noise.get("options") or {}
+    skip = (variant_option(str(noise.get("name", ""))), "label_file")
     sig = {**(res.get("hparams") or {}), "preset": res.get("preset"), "val_fraction": cfg.get("val_fraction"),
            "subset": cfg.get("subset"), "data_file": cfg.get("data_file"),
-           **{f"noise.{k}": v for k, v in opts.items() if k not in (*VARIANT_KEYS, "label_file")}}
+           **{f"noise.{k}": v for k, v in opts.items() if k not in skip}}
     return json.dumps(sig, sort_keys=True, default=str)
 
 
@@ -254,8 +258,13 @@ def _drop_duplicates(rows: list[dict[str, Any]], problems: list[Problem]) -> lis
 
 
 def load_runs(paths: list[str | Path]) -> Runs:
-    """Read all result files under ``paths``; never raises for a bad file (see :class:`Runs`)."""
-    files = find_result_files(paths)
+    """Read all result files under ``paths``; never raises for a bad file (see :class:`Runs`).
+
+    A path may also be a ``trials.csv`` written by an earlier ``lnlbench report`` (:func:`read_trials_csv`):
+    its trials join the others, without per-epoch curves."""
+    csvs = [Path(p) for p in paths if str(p).endswith(".csv")]
+    folders = [p for p in paths if not str(p).endswith(".csv")]
+    files = find_result_files(folders) if folders else []
     rows, skipped, problems = [], [], []
     histories: dict[str, list[dict[str, Any]]] = {}
     for path in files:
@@ -275,10 +284,43 @@ def load_runs(paths: list[str | Path]) -> Runs:
             continue
         rows.append(row)
         histories[row["path"]] = res.get("history") or []
+    from_csv = 0
+    for path in csvs:
+        read = read_trials_csv(path)
+        rows, from_csv = rows + read, from_csv + len(read)
     if rows:
         rows = _drop_duplicates(rows, problems)
     trials = label_variants(pd.DataFrame(rows, columns=TRIAL_COLUMNS)).sort_values(KEY, ignore_index=True)
-    curve_rows = [c for _, r in trials.iterrows() for c in _curves(histories[r["path"]], r)]
+    curve_rows = [c for _, r in trials.iterrows() for c in _curves(histories.get(r["path"], []), r)]
     return Runs(trials=trials, curves=pd.DataFrame(curve_rows, columns=CURVE_COLUMNS),
                 skipped=pd.DataFrame(skipped, columns=[*KEY, "status"]), problems=problems,
-                files=len(files), sources=[str(p) for p in paths])
+                files=len(files) + len(csvs), sources=[str(p) for p in paths],
+                without_curves=from_csv)
+
+
+def read_trials_csv(path: str | Path) -> list[dict[str, Any]]:
+    """The trial rows of a ``trials.csv`` written by ``lnlbench report`` (its :data:`TRIAL_COLUMNS`).
+
+    Such a file keeps each trial's identity, accuracies, model, preset and configuration signature (the
+    resolved hyperparameters) but not its per-epoch history, so tables and published comparisons can be
+    rebuilt from it and curve figures cannot. Variant labels are recomputed from ``base_method``; columns
+    an older report did not write (``amp``, ``recipe_status``) are empty (unknown)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LnlError(f"trials file {path} does not exist; pass a trials.csv written by lnlbench report")
+    frame = pd.read_csv(path, dtype={"git_commit": str, "variant": str, "config": str, "command": str})
+    missing = [c for c in ("method", "dataset", "noise", "rate", "seed", "last_acc", "config") if c not in frame]
+    if missing:
+        raise LnlError(f"{path} lacks column(s) {', '.join(missing)}; pass a trials.csv written by "
+                       f"lnlbench report")
+    frame = frame.reindex(columns=TRIAL_COLUMNS)
+    frame["base_method"] = frame["base_method"].fillna(frame["method"])
+    frame["method"], frame["variant"] = frame["base_method"], ""
+    frame["status"] = frame["status"].fillna("ok")
+    for col in ("uses_clean_data", "reconstructed"):
+        frame[col] = frame[col].astype(str).str.lower() == "true"
+    frame = frame.astype(object).where(frame.notna(), None)
+    frame["rate"] = pd.to_numeric(frame["rate"], errors="coerce")
+    frame["seed"] = frame["seed"].astype(int)
+    frame["path"] = [old or f"{path}#{tid}" for old, tid in zip(frame["path"], frame["trial_id"])]
+    return frame.to_dict("records")

@@ -5,12 +5,14 @@ pretty forms and footnotes here; an unknown name falls back to itself, so a new 
 needs no change to show up (it only lacks a nice header and a convention footnote until one is added).
 
 The *noise label* of a trial is the generator's registry name, plus its variant (``asymmetric:elr``,
-``cifar10n:worst``) — the same spelling as ``lnlbench trial --noise``. Variant defaults and aliases mirror
-the generators (``datasets/noise.py``, ``datasets/real_noise.py``) so that ``asymmetric`` and
-``asymmetric:dividemix`` are one column. Any synthetic noise at rate 0 is the clean-label setting ``none``.
+``cifar10n:worst``) — the same spelling as ``lnlbench trial --noise``. Variant defaults and aliases are
+declared once, where each generator is registered (``register_noise(..., default_variant=, aliases=)``), so
+that ``asymmetric`` and ``asymmetric:dividemix`` are one column; results record the label
+(``noise_label`` in result.json). Any synthetic noise at rate 0 is the clean-label setting ``none``.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -47,23 +49,21 @@ NOISE_INFO: dict[str, tuple[str, str]] = {
 }
 NOISE_ORDER = ["none", "symmetric", "symmetric_exclusive", "pairflip", "asymmetric", "instance"]
 
-VARIANT_KEYS = ("convention", "label_set")  # the options that name a generator's variant
-DEFAULT_VARIANT = {"asymmetric": "dividemix", "cifar10n": "worst", "cifar100n": "noisy"}
-VARIANT_ALIASES = {"rand1": "random1", "rand2": "random2", "rand3": "random3", "noisy100": "noisy"}
-REAL_NOISE = ("cifar10n", "cifar100n", "given")
-
-
 def noise_label(name: str, options: Mapping[str, Any] | None = None, rate: float | None = None) -> str:
-    """The canonical noise label: ``symmetric``, ``asymmetric:elr``, ``cifar10n:worst``, ``none``."""
-    name = str(name).strip().lower()
-    base, _, variant = name.partition(":")
-    if not variant:
-        opts = options or {}
-        variant = next((str(opts[k]).lower() for k in VARIANT_KEYS if k in opts), "")
-    variant = VARIANT_ALIASES.get(variant, variant) or DEFAULT_VARIANT.get(base, "")
-    if rate is not None and float(rate) == 0.0 and base not in REAL_NOISE:
-        return "none"
-    return f"{base}:{variant}" if variant else base
+    """The canonical noise label (``symmetric``, ``asymmetric:elr``, ``cifar10n:worst``, ``none``): the
+    registry's :func:`lnlbench.registry.noise_label`, which applies each generator's registered default
+    variant and aliases. Loading the noise registry imports numpy and scipy only, never torch."""
+    from lnlbench.registry import noise_label as canonical
+
+    return canonical(name, options, rate)
+
+
+def variant_option(name: str) -> str | None:
+    """The option that names a noise generator's variant (``convention``, ``label_set``), if it has one."""
+    from lnlbench.registry import NOISE
+
+    base = str(name).split(":")[0]
+    return getattr(NOISE.get(base), "variant_option", None) if base in NOISE else None
 
 
 def noise_short(label: str) -> str:
@@ -100,3 +100,43 @@ def match_key(name: Any) -> str:
     ``Co-teaching`` → ``coteaching``, ``CIFAR-10`` → ``cifar10``."""
     text = str(name).strip().lower().replace("+", "plus")
     return re.sub(r"[^a-z0-9:]", "", text)
+
+
+@functools.lru_cache(maxsize=None)
+def _method_display(key: str) -> str:
+    try:  # the method registry imports torch; without it (an analysis-only install) names stay keys
+        from lnlbench.registry import METHODS
+
+        known = key in METHODS
+    except ImportError:
+        return key
+    return (getattr(METHODS.get(key), "display_name", None) or key) if known else key
+
+
+def method_name(label: str, base: str | None = None) -> str:
+    """A table row's method name: the method class's ``display_name`` (``elr_plus`` → ``ELR+``), declared
+    once in its method file, plus the variant suffix of ``label`` (``ELR+ [lr=0.1]``). ``base`` is the
+    registry key when ``label`` carries a variant; an unregistered name stays as it is."""
+    base = base or label
+    if not label.startswith(base):
+        return label
+    return _method_display(base) + label[len(base):]
+
+
+# model registry key -> the network name papers print (matched spelling-proof, see match_key)
+NETWORK_NAMES = {"cnn9": "9-layer CNN", "sce_cnn": "8-layer CNN", "preact_resnet18": "PreAct ResNet-18",
+                 "resnet34": "ResNet-34", "resnet50": "ResNet-50", "cnn_small": "small CNN (CPU scale)",
+                 "mlp": "MLP (CPU scale)"}
+
+
+def network_name(model: str | None) -> str:
+    """``preact_resnet18`` → ``PreAct ResNet-18``; unknown models as they are; None → ``?``."""
+    return "?" if not model else NETWORK_NAMES.get(str(model), str(model))
+
+
+def same_network(model: str | None, network: str | None) -> bool:
+    """Whether our model is the published network (``ResNet-50 (ImageNet-pretrained)`` = ``resnet50``)."""
+    if not model or not network:
+        return False
+    theirs = match_key(str(network).split("(")[0])
+    return theirs in (match_key(model), match_key(network_name(model)))

@@ -3,8 +3,10 @@
 Choices, stated once here and repeated in every table's footnotes:
 
 - **Metric.** ``last`` (default; the mean test accuracy of the last 10 epochs, DivideMix's "Last"),
-  ``best`` (the highest test accuracy over all epochs — optimistic, it peeks at the test set) or
-  ``selected`` (test accuracy at the epoch of best *noisy*-validation accuracy; needs ``--val-fraction``).
+  ``final`` (the test accuracy of the final epoch alone, what ELR's README reports — under a warm-restart
+  cosine schedule ``last`` averages a whole restart cycle instead), ``best`` (the highest test accuracy
+  over all epochs — optimistic, it peeks at the test set) or ``selected`` (test accuracy at the epoch of
+  best *noisy*-validation accuracy; needs ``--val-fraction``).
 - **Units.** Accuracy in percent, shown with one decimal as the LNL papers print it; the CSV export keeps
   full precision (still in percent).
 - **Spread.** mean ± *sample* standard deviation over seeds (``ddof=1``); one seed shows the mean alone.
@@ -32,11 +34,12 @@ from scipy import stats
 from lnlbench.errors import LnlError
 
 from .export import Row, Table, TCell
-from .labels import dataset_name, noise_footnote, noise_short, noise_sort_key, rate_text
+from .labels import dataset_name, method_name, noise_footnote, noise_short, noise_sort_key, rate_text
 
-METRICS = {"last": "last_acc", "best": "best_acc", "selected": "selected_acc"}
+METRICS = {"last": "last_acc", "final": "final_acc", "best": "best_acc", "selected": "selected_acc"}
 METRIC_TEXT = {
     "last": "Last: mean test accuracy (%) of the last 10 epochs",
+    "final": "Final: test accuracy (%) of the final epoch",
     "best": "Best: highest test accuracy (%) over all epochs (peeks at the test set)",
     "selected": "Selected: test accuracy (%) at the epoch of best noisy-validation accuracy",
 }
@@ -276,7 +279,8 @@ def _missing_items(board: Leaderboard) -> list[str]:
             why = board.missing.get((m, col))
             if why is not None:
                 grouped.setdefault((m, why), []).append(f"{col.group} {col.sub}")
-    return [f"{m} on {', '.join(cols)} ({why})" for (m, why), cols in grouped.items()]
+    return [f"{method_name(m, board.base.get(m))} on {', '.join(cols)} ({why})"
+            for (m, why), cols in grouped.items()]
 
 
 def leaderboard_table(board: Leaderboard, title: str | None = None) -> Table:
@@ -292,7 +296,8 @@ def leaderboard_table(board: Leaderboard, title: str | None = None) -> Table:
         flags = board.flags.get(m, {})
         marks = [FLAG_MARKS[f][0] for f in FLAG_MARKS if flags.get(f)]
         clean = flags.get("uses_clean_data", False)
-        rows.append(Row(m, [_display(board.cell(m, c)) for c in board.columns], marks,
+        rows.append(Row(method_name(m, board.base.get(m)), [_display(board.cell(m, c)) for c in board.columns],
+                        marks,
                         rule_before=clean and not seen_clean and bool(rows)))
         seen_clean = seen_clean or clean
     title = title or f"Test accuracy (%), {board.metric}"

@@ -3,7 +3,7 @@
 Layout of the folder::
 
     README.md                      the leaderboard (Markdown), the comparison, the figures, what was skipped
-    leaderboard_<metric>.{md,tex,csv,html}   one set per metric the trials recorded (last, best, selected)
+    leaderboard_<metric>.{md,tex,csv,html}   one set per metric the trials recorded (last, final, best, selected)
     compare_<metric>.{md,csv}      ours vs published, when some published number matches
     plots/*.png, plots/*.pdf       accuracy vs noise, per-epoch curves, selection, compute
     trials.csv                     one row per finished trial (the tidy frame), with its re-run command
@@ -49,7 +49,7 @@ def _write_comparisons(runs: Runs, out: Path, alpha: float, published_dir: str |
     md = {}
     for metric in _metrics_present(runs):
         board = build_leaderboard(runs.trials, runs.skipped, metric, alpha)
-        comp = compare(board, pub)
+        comp = compare(board, pub, runs.trials)
         if comp.empty:
             continue
         table = comparison_table(board, comp)

@@ -6,7 +6,7 @@ the worker calls the plain :func:`lnlbench.engine.run_trial`.
 """
 from .resources import Resources
 from .spec import Cell, GridSpec, expand, load_spec, parse_spec
-from .status import collect, leaderboard, load_results
+from .status import collect
 
-__all__ = ["Cell", "GridSpec", "Resources", "collect", "expand", "leaderboard", "load_results", "load_spec",
+__all__ = ["Cell", "GridSpec", "Resources", "collect", "expand", "load_spec",
            "parse_spec"]

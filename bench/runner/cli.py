@@ -17,7 +17,7 @@ from lnlbench.errors import LnlError
 
 from .resources import check_fit, concurrency
 from .spec import GridSpec, expand, load_spec, noise_names
-from .status import collect, leaderboard, load_results
+from .status import collect
 
 if TYPE_CHECKING:
     from .ray_runner import Outcome
@@ -126,6 +126,9 @@ def _resume_args(p: argparse.ArgumentParser) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     status = collect(args.run_dir)
     print(status.table())
+    if status.counts()["done"]:
+        print()
+        print_leaderboard(args.run_dir, status=True)
     return 0
 
 
@@ -135,22 +138,23 @@ def _status_args(p: argparse.ArgumentParser) -> None:
 
 
 # -- quickstart ----------------------------------------------------------------------------------------
-def print_leaderboard(run_dir: str) -> None:
-    """The aggregator's leaderboard if it is installed and works, else the simple table."""
-    try:
-        from lnlbench.aggregate.export import render
-        from lnlbench.aggregate.frame import load_runs
-        from lnlbench.aggregate.leaderboard import build_leaderboard, leaderboard_table
+def print_leaderboard(run_dir: str, status: bool = False) -> None:
+    """The aggregator's leaderboard of a run folder, cell for cell what ``lnlbench table RUN_DIR`` prints.
 
-        runs = load_runs([run_dir])
-        board = build_leaderboard(runs.trials, runs.skipped, metric="last")
-        print(render(leaderboard_table(board), board.to_frame(), "md"))
+    An aggregator error is an error: it propagates (there is no second, simpler table to fall back to).
+    Under ``status`` (whose state table already lists failed and running trials) skipped files are not
+    repeated, and a run without a readable finished trial prints a line instead of stopping."""
+    from lnlbench.aggregate.cli import board_text, report_problems
+    from lnlbench.aggregate.frame import load_runs
+
+    runs = load_runs([run_dir])
+    if status and runs.trials.empty:
+        print(f"(no leaderboard: none of the {runs.files} result files holds a readable finished trial)")
         return
-    except ImportError:
-        pass
-    except Exception as exc:  # the aggregator is another module's: fall back rather than lose the run
-        print(f"lnlbench: note: the aggregator failed ({type(exc).__name__}: {exc}); simple table:")
-    print(leaderboard(load_results(run_dir)))
+    if not status:
+        report_problems(runs)
+    runs.require_trials()
+    print(board_text(runs))
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:

@@ -4,17 +4,14 @@ Reads ``RUN/cells.json`` (written before the grid starts) and each ``RUN/trials/
 ``running`` means the trial's result says so: it is running now, or its driver was stopped and
 ``lnlbench resume RUN`` will continue it from its checkpoint. Each trial shows epochs done / total, and
 the grid an ETA (:meth:`RunStatus.eta_s`) from the times the trials' result.json files already record.
-Also the quickstart's simple leaderboard.
+The leaderboard of a run is the aggregator's (``lnlbench.aggregate``), never a table of its own.
 """
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from lnlbench.errors import LnlError
 
@@ -141,44 +138,3 @@ def collect(run_dir: str | Path) -> RunStatus:
     else:
         raise LnlError(f"{run} is not a run folder (no cells.json or trials/); give a grid's storage folder")
     return RunStatus(str(run), [cell_status(run / "trials" / tid) for tid in ids])
-
-
-def load_results(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every finished (status ok) result.json of a run folder."""
-    out = []
-    for path in sorted(Path(run_dir, "trials").glob("*/result.json")):
-        res = _read_json(path)
-        if res is not None and res.get("status") == "ok":
-            out.append(res)
-    return out
-
-
-def _noise_label(res: dict[str, Any]) -> str:
-    noise = res["noise"]
-    variant = "-".join(str(v) for k, v in (noise.get("options") or {}).items() if k != "label_file")
-    name = noise["name"] + (f":{variant}" if variant else "")
-    return name if noise.get("rate") is None else f"{name}@{noise['rate']:g}"
-
-
-def leaderboard(results: list[dict[str, Any]], metric: str = "last_acc") -> str:
-    """A plain table: (dataset, method) rows × noise columns, mean ± std of ``metric`` over seeds, in %.
-
-    std is the population std over seeds (ddof=0); the count of seeds follows in brackets.
-    """
-    if not results:
-        return "(no finished trials)"
-    groups: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for res in results:
-        if res.get(metric) is not None:
-            groups[(res["dataset"], res["method"])][_noise_label(res)].append(100.0 * res[metric])
-    columns = sorted({n for row in groups.values() for n in row})
-    width = max(16, *(len(c) + 2 for c in columns))
-    lines = [f"{metric} (%), mean ± std over seeds [n]",
-             f"{'dataset':<10} {'method':<14}" + "".join(f"{c:>{width}}" for c in columns)]
-    for (dataset, method), row in sorted(groups.items()):
-        cells = []
-        for col in columns:
-            vals = row.get(col)
-            cells.append("-" if not vals else f"{np.mean(vals):.1f} ± {np.std(vals):.1f} [{len(vals)}]")
-        lines.append(f"{dataset:<10} {method:<14}" + "".join(f"{c:>{width}}" for c in cells))
-    return "\n".join(lines)
