@@ -178,6 +178,7 @@ class Method:
     WAITING: ClassVar[dict[str, str]] = {}
     uses_clean_data: ClassVar[bool] = False  # trains on extra clean data (a golden set)
     reconstructed: ClassVar[bool] = False  # implementation reconstructed without official code
+    reconstruction: ClassVar[str] = ""  # from what and how far verified; every table's footnote says it
     display_name: ClassVar[str | None] = None  # the paper's spelling in tables ("ELR+"); None: the registry key
     selection_threshold: float = 0.5  # clean_probability above this counts as "selected clean"
 

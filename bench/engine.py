@@ -34,6 +34,7 @@ from .distributed import Dist, modules_of
 from .errors import LnlError
 from .files import atomic_write
 from .metrics import score_selection
+from .registry import noise_label
 from .results import (
     SCHEMA,
     DataFields,
@@ -45,7 +46,6 @@ from .results import (
     versions,
     write_json,
 )
-from .registry import noise_label
 from .types import DatasetLoader
 
 EpochHook = Callable[[int, dict[str, Any], Path], None]
@@ -264,7 +264,8 @@ class Trial:
             dataset=t.config.dataset, noise=noise, noise_label=noise_label(t.noise_name, t.noise_options, t.config.rate),
             seed=t.config.seed, preset=t.preset, recipe=t.recipe, amp=t.amp,
             hparams=asdict(t.hparams), method_flags={"uses_clean_data": t.method_cls.uses_clean_data,
-                                                     "reconstructed": t.method_cls.reconstructed},
+                                                     "reconstructed": t.method_cls.reconstructed,
+                                                     "reconstruction": t.method_cls.reconstruction},
             data=data, history=self.history, **summarize(self.history), wall_time_s=self.elapsed,
             device=str(self.device), device_name=dev_name, device_hours=self.elapsed / 3600.0,
             versions=versions(), git_commit=git_commit(), host=host(), started_at=self.started_at,

@@ -278,7 +278,7 @@ def asymmetric(labels: np.ndarray, num_classes: int, rate: float, rng: np.random
                info: NoiseInfo) -> NoisyLabels:
     """Class-dependent CIFAR noise (truck→automobile, ...); option convention = dividemix | elr | moit."""
     clean = validate_inputs(labels, num_classes, rate)
-    convention = str(read_options("asymmetric", info, {"convention": "dividemix"})["convention"]).lower()
+    convention = str(read_options("asymmetric", info, {"convention": asymmetric.default_variant})["convention"]).lower()
     if convention not in ASYM_CONVENTIONS:
         raise LnlError(f"asymmetric convention must be one of {', '.join(ASYM_CONVENTIONS)}, got '{convention}'")
     family, target = _asym_target(clean, num_classes, info, convention)

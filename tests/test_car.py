@@ -136,3 +136,16 @@ def test_car_aux_is_beta_point_one_and_car_is_flagged():
     assert all(as_recipe(e).hparams["beta"] == 0.1 for table in CARAux.PRESETS.values() for e in table.values())
     assert as_recipe(CARAux.PRESETS["mini"]["cifar10"]).protocol == as_recipe(CAR.PRESETS["mini"]["cifar10"]).protocol
     assert confidence(torch.tensor([-1e4, 1e4])).min() > 0
+
+
+def test_reconstruction_reaches_the_table_footnote(tmp_path):
+    from lnlbench.aggregate.frame import load_runs
+    from lnlbench.aggregate.leaderboard import board_footnotes, build_leaderboard
+
+    r = run_trial(_trial(tmp_path, epochs=1))
+    assert r["method_flags"]["reconstruction"] == CAR.reconstruction
+    frame = load_runs([str(tmp_path)])
+    board = build_leaderboard(frame.trials, frame.skipped, metric="last")
+    notes = " ".join(board_footnotes(board))
+    assert "R: implementation reconstructed" in notes
+    assert "R (CAR): reconstructed from MacLLL/NAL; the paper's equations were not verified" in notes

@@ -13,13 +13,13 @@ from lnlbench.config import TrialConfig, resolve
 from lnlbench.contract import MethodContext, TrainSet
 from lnlbench.data import intended_flip_rate
 from lnlbench.datasets.augment import Augmenter
-from lnlbench.types import NoiseInfo
 from lnlbench.datasets.cifar import CIFAR10_CLASSES
 from lnlbench.datasets.noise import asymmetric, symmetric
 from lnlbench.engine import Trial
 from lnlbench.errors import LnlError
 from lnlbench.hparams import build_hparams
 from lnlbench.methods import coteaching as ct
+from lnlbench.types import NoiseInfo
 
 
 def _method(n: int = 64, hint: float | None = 0.5, flip: float | None = None, **hp) -> ct.Coteaching:

@@ -9,12 +9,9 @@ import numpy as np
 import pytest
 
 from lnlbench.config import TrialConfig, resolve
-from lnlbench.contract import Method
-from lnlbench.data import TrialData
-from lnlbench.engine import Trial, run_trial
+from lnlbench.engine import run_trial
 from lnlbench.errors import LnlError
 from lnlbench.results import DataFields, NoiseFields, TrialResult
-from lnlbench.types import DatasetInfo
 
 FAST = dict(method="ce", dataset="digits", noise="symmetric", rate=0.4, seed=0, epochs=2, subset=20)
 

@@ -18,11 +18,11 @@ import torch
 from lnlbench.config import TrialConfig, resolve
 from lnlbench.contract import Method
 from lnlbench.data import TrialData
-from lnlbench.types import DatasetInfo
 from lnlbench.engine import Trial
 from lnlbench.errors import LnlError
 from lnlbench.hparams import build_hparams, lookup_recipe, preset_overrides
 from lnlbench.registry import DATASETS, METHODS, MODELS, NOISE
+from lnlbench.types import DatasetInfo
 
 
 def _hist(res):

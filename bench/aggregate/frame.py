@@ -33,7 +33,7 @@ KEY = ["method", "dataset", "noise", "rate", "seed"]
 TRIAL_COLUMNS = [
     "trial_id", "status", "method", "dataset", "noise", "noise_name", "rate", "seed", "last_acc",
     "best_acc", "selected_acc", "final_acc", "best_epoch", "epochs_done", "epochs", "wall_time_s",
-    "device_hours", "device", "device_name", "model", "preset", "uses_clean_data", "reconstructed",
+    "device_hours", "device", "device_name", "model", "preset", "uses_clean_data", "reconstructed", "reconstruction",
     "realized_rate", "n_train", "git_commit", "finished_at", "base_method", "variant", "config", "command",
     "path", "amp", "recipe_status",
 ]
@@ -152,6 +152,7 @@ def _row(res: dict[str, Any], path: Path) -> dict[str, Any]:
         "seed": int(res["seed"]), "epochs": hp.get("epochs"), "model": hp.get("model"),
         "uses_clean_data": bool(flags.get("uses_clean_data", False)),
         "reconstructed": bool(flags.get("reconstructed", False)),
+        "reconstruction": str(flags.get("reconstruction") or ""),
         "realized_rate": noise.get("realized_rate"), "n_train": data.get("n_train"),
         "base_method": str(res["method"]), "variant": "", "config": _signature(res),
         "command": trial_command(res.get("config") or {}), "path": str(path), "amp": res.get("amp"),

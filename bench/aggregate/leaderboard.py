@@ -102,6 +102,7 @@ class Leaderboard:
     flags: dict[str, dict[str, bool]]
     missing: dict[tuple[str, Column], str] = field(default_factory=dict)
     base: dict[str, str] = field(default_factory=dict)  # row label -> registry name (variants share one)
+    reconstruction: dict[str, str] = field(default_factory=dict)  # row label -> from what it was rebuilt
 
     def cell(self, method: str, column: Column) -> Cell | None:
         """The cell of a method in a column; None when it is missing."""
@@ -214,10 +215,13 @@ def build_leaderboard(trials: pd.DataFrame, skipped: pd.DataFrame | None = None,
     methods = sorted({m for m, _ in grouped})
     flags = {m: {f: bool(g[f].any()) for f in ("uses_clean_data", "reconstructed")}
              for m, g in trials.groupby("method")}
+    notes = {m: "; ".join(sorted({str(v) for v in g["reconstruction"].dropna() if str(v)}))
+             for m, g in trials.groupby("method")} if "reconstruction" in trials else {}
     methods.sort(key=lambda m: (flags.get(m, {}).get("uses_clean_data", False), m))
     columns = _sorted_columns({c for _, c in grouped})
     base = dict(zip(trials["method"], trials["base_method"])) if "base_method" in trials else {}
-    board = Leaderboard(metric, alpha, methods, columns, {}, flags, base=base)
+    board = Leaderboard(metric, alpha, methods, columns, {}, flags, base=base,
+                        reconstruction={m: n for m, n in notes.items() if n})
     has_trials = set(zip(trials["method"], trials.apply(_column_of, axis=1))) if len(trials) else set()
     for (m, col), vals in grouped.items():
         if vals:
@@ -266,6 +270,8 @@ def board_footnotes(board: Leaderboard) -> list[str]:
     for flag, (mark, text) in FLAG_MARKS.items():
         if any(f.get(flag) for f in board.flags.values()):
             notes.append(f"{mark}: {text}.")
+    for m, how in board.reconstruction.items():  # each reconstructed method says from what
+        notes.append(f"R ({method_name(m, board.base.get(m))}): {how}.")
     if board.missing:
         notes.append("— missing: " + "; ".join(_missing_items(board)) + ".")
     return notes
