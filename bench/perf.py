@@ -57,6 +57,10 @@ STEADY: dict[str, tuple[dict[str, Any], str]] = {
     "dividemix": ({"warm_up": 1}, "warm_up=1: co-divide + MixMatch, labeled sets {labeled_1}+{labeled_2} of 2×{n}"),
     "coteaching": ({"num_gradual": 1}, "num_gradual=1: full forget rate; paper recipe: no augmentation"),
     "gce": ({}, "L_q epoch; + a no-grad truncation pass 1 epoch in 10 from epoch 40"),
+    "moit": ({"xbm_begin": 0, "start_correction": 1, "k_val": 50},
+             "memory + semi-supervised loss on, 3 forwards per sample + kNN detection (k 50) each epoch"),
+    "moit_plus": ({"xbm_begin": 0, "start_correction": 1, "k_val": 50},
+                  "its MOIT stage (as moit); the MOIT+ stage is a mixup epoch over the clean set"),
 }
 
 

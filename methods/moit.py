@@ -57,6 +57,7 @@ Deviations:
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -203,7 +204,7 @@ class MOIT(Method):
     Hparams = MOITHparams
     PRESETS = PRESETS
     STATE_ATTRS = ("clean", "q", "detections")
-    SMOKE = {"xbm_begin": 1, "start_correction": 1}
+    SMOKE = {"xbm_begin": 1, "start_correction": 1, "k_val": 10}
     display_name = "MOIT"
 
     def __init__(self, hp: MOITHparams, ctx: MethodContext):
@@ -282,11 +283,20 @@ class MOIT(Method):
             icl, cls = self._moit_step(idx, epoch)
             sums += torch.stack([icl, cls])
             steps += 1
+        t0 = self._clock()
         self.detect()
+        detect_s = self._clock() - t0
         sums /= max(1, steps)
         phase = "ssl" if epoch >= hp.start_correction else "mixup-ce"
         return {"stage": "moit", "phase": phase, "contrastive_loss": sums[0], "ce_loss": sums[1],
-                "loss": sums.sum(), "memory": epoch >= hp.xbm_begin, "detected_clean": self.clean.mean()}
+                "loss": sums.sum(), "memory": epoch >= hp.xbm_begin, "detected_clean": self.clean.mean(),
+                "detect_time_s": detect_s}
+
+    def _clock(self) -> float:
+        """Wall time after the device's queued work (once per epoch, to time the detection apart)."""
+        if self.ctx.device.type == "cuda":
+            torch.cuda.synchronize(self.ctx.device)
+        return time.perf_counter()
 
     # -- detection -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -331,7 +341,7 @@ class MOITPlus(MOIT):
     Hparams = MOITPlusHparams
     PRESETS = PLUS_PRESETS
     STATE_ATTRS = ("clean", "q", "detections", "pool")
-    SMOKE = {"xbm_begin": 1, "start_correction": 1, "moit_epochs": 2, "plus_boot_start": 0}
+    SMOKE = {"xbm_begin": 1, "start_correction": 1, "k_val": 10, "moit_epochs": 2, "plus_boot_start": 0}
     display_name = "MOIT+"
 
     def __init__(self, hp: MOITPlusHparams, ctx: MethodContext):

@@ -307,3 +307,12 @@ def test_ctx_augments_follows_the_protocol():
                                    augmenter=aug)
     assert not mk(Augmenter.build((0.5,) * 3, (0.2,) * 3, 0, False, "cpu")).augments
     assert mk(Augmenter.build((0.5,) * 3, (0.2,) * 3, 4, True, "cpu")).augments
+
+
+def test_moit_plus_moit_stage_is_moit(tmp_path):
+    """Before the boundary, moit_plus is exactly moit (same draws, same networks): one MOIT cell suffices."""
+    def run(method, **hp):
+        cfg = TrialConfig(method=method, dataset="digits", noise="symmetric", rate=0.5, seed=2, epochs=2, subset=16,
+                          preset="mini", out_dir=str(tmp_path / method), hparams={"batch_size": 32, **hp})
+        return [(e["test_acc"], e["contrastive_loss"], e["selection"]["auc"]) for e in run_trial(cfg)["history"]]
+    assert run("moit") == run("moit_plus", moit_epochs=5)
