@@ -48,6 +48,8 @@ Deviations:
 - Augmentation is batched on the device (:class:`lnlbench.datasets.augment.ComplexAugment`), colour
   ops in float without PIL's uint8 rounding. It follows the trial's protocol: when the trial does not
   augment (``MINI_CIFAR``), the two views are the un-augmented image (still mixed differently).
+- Random numbers come from the trial's seeded generators (λ from ``ctx.rng``, permutations and shuffles
+  from ``ctx.generator``, augmentation from ``ctx.aug_generator``), not numpy's/torch's global ones.
 - Vote ties go to the lower class index, discrepancy ties to the lower sample index (unspecified there).
 - ``clean_probability`` is 0.5·clean + 0.49·q + 0.005: above 0.5 exactly for the detected-clean samples,
   ranked within by the vote share q (so the AUC means something; a 0/1 mask would give balanced accuracy).
@@ -192,10 +194,6 @@ def detection_score(clean: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return 0.5 * clean.float() + 0.49 * q + 0.005
 
 
-def _views_perm(perm1: torch.Tensor, perm2: torch.Tensor) -> torch.Tensor:
-    return torch.cat([perm1, perm2])
-
-
 # -- the method --------------------------------------------------------------------------------------
 @register_method("moit")
 class MOIT(Method):
@@ -266,7 +264,7 @@ class MOIT(Method):
             logits2, e2 = self.model.forward_both(m2)
             with torch.no_grad():  # the un-augmented view, in train mode as the official loop (BN stats)
                 plain = self.model(ctx.normalize(x)).float()
-        perm = _views_perm(p1, p2)
+        perm = torch.cat([p1, p2])  # rows of view 2 index their partners in view 2's own order
         correcting = epoch >= hp.start_correction and self.detections > 0
         cls = moit_classification_loss(torch.cat([logits1, logits2]), y, perm, lam,
                                        self.clean[idx] if correcting else None, F.softmax(plain, 1))
@@ -381,9 +379,9 @@ class MOITPlus(MOIT):
             mixed, perm, lam = self._mix(ctx.augment(x))
             with ctx.autocast():
                 logits = self.model(mixed)
-                with torch.no_grad():
-                    z = self.model(ctx.normalize(x)).argmax(1) if boot else None
-            loss = mix_boot_loss(logits, y, perm, lam, z, hp.plus_boot_beta)
+                with torch.no_grad():  # every epoch, as the official loop (its batch-norm statistics count)
+                    plain = self.model(ctx.normalize(x))
+            loss = mix_boot_loss(logits, y, perm, lam, plain.argmax(1) if boot else None, hp.plus_boot_beta)
             ctx.step(loss, self.plus_optimizer)
             total, steps = total + loss.detach(), steps + 1
         return {"stage": "moit+", "phase": "boot" if boot else "mixup-ce", "ce_loss": total / max(1, steps),
