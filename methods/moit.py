@@ -197,7 +197,7 @@ def detection_score(clean: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 # -- the method --------------------------------------------------------------------------------------
 @register_method("moit")
 class MOIT(Method):
-    """Interpolated contrastive learning + kNN label-noise detection + semi-supervised mixup CE."""
+    """Interpolated contrastive learning, kNN label-noise detection, semi-supervised mixup CE (Ortego et al. 2021)."""
 
     Hparams = MOITHparams
     PRESETS = PRESETS
@@ -334,7 +334,7 @@ class MOIT(Method):
 
 @register_method("moit_plus")
 class MOITPlus(MOIT):
-    """MOIT for ``moit_epochs``, then MOIT+: a re-initialised classifier fine-tuned on the detected-clean set."""
+    """MOIT, then MOIT+: a re-initialised classifier fine-tuned on the detected-clean set (Ortego et al. 2021)."""
 
     Hparams = MOITPlusHparams
     PRESETS = PLUS_PRESETS
