@@ -84,6 +84,13 @@ class MethodContext:
         """The training transform (random crop with padding, flip, normalise) of a uint8 batch."""
         return self._augmenter(x, self.aug_generator)
 
+    @property
+    def augments(self) -> bool:
+        """Whether the trial's training transform augments (off under ``augment: false`` protocols), so a
+        method with its own augmentation (MOIT's colour jitter) follows the trial's protocol."""
+        aug = self._augmenter
+        return aug is None or getattr(aug, "padding", 1) > 0 or bool(getattr(aug, "flip", True))
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """The test transform (normalise only) of a uint8 batch."""
         return self._augmenter.normalize(x)

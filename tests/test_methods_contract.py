@@ -48,6 +48,14 @@ MAIN_PHASE: dict[str, tuple[str, Callable[[dict], bool]]] = {
     "car_aux": ("as car, with the auxiliary reverse-CE term (β > 0, rce logged)",
                 lambda res: res["hparams"]["beta"] > 0 and not _hist(res)[0]["targets_updated"]
                 and all(r["targets_updated"] and r["rce"] > 0 for r in _hist(res)[1:])),
+    "moit": ("mixup CE without memory in epoch 0, then the cross-batch memory and the semi-supervised loss, "
+             "with the kNN detection scored every epoch",
+             lambda res: _hist(res)[0]["phase"] == "mixup-ce" and _hist(res)[0]["memory"] == 0
+             and all(r["phase"] == "ssl" and r["memory"] == 1 and r.get("selection") is not None
+                     for r in _hist(res)[1:])),
+    "moit_plus": ("the MOIT stage (memory, semi-supervised loss), then MOIT+ on the detected-clean samples",
+                  lambda res: [r["stage"] for r in _hist(res)] == ["moit", "moit", "moit+"]
+                  and _hist(res)[1]["phase"] == "ssl" and 0 < _hist(res)[2]["plus_samples"]),
     "elr_plus": ("the EMA decay at ema_alpha (its ramp done)",
                  lambda res: all(r["ema_decay"] == pytest.approx(res["hparams"]["ema_alpha"])
                                  for r in _hist(res))),
