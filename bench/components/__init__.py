@@ -5,6 +5,7 @@
 - :mod:`.ema`: exponential moving average (mean-teacher) weights
 - :mod:`.ramps`: warm-up and ramp-up schedules (linear, sigmoid, Co-teaching's forget rate)
 - :mod:`.clipping`: an optimiser step with gradient-norm clipping (SCE's reference code clips at 5)
+- :mod:`.fastweights`: functional fast-weight steps (batched inner gradients, vmapped fast forwards)
 - :mod:`.cotrain`: two-network helpers (ensemble prediction, each net trained on the other's division)
 """
 from .clipping import clipped_step
