@@ -27,9 +27,14 @@ Meta-gradient: first-order by default — the author's code (91eac84) detaches t
 (``grad.detach_()``), so ∇θ meta_loss = ∇θ′ meta_loss; PR #10 (third party, HEAD) turned that into a no-op
 rebinding, making HEAD second-order. ``second_order=True`` gives the exact second-order gradient.
 
-Cost: M extra forward/backward passes per step. The M inner gradients are one batched backward through the
-retained base graph, the M fast forwards one ``torch.func.vmap`` call (``meta_vmap``; ``meta_chunk`` sets
-at a time to cap memory), the class and meta losses one backward (see lnlbench.components.fastweights).
+Cost: M extra passes per step (M inner backwards, M fast forwards and their backwards: ~5M forward-units
+against CE's ~3, so ~15–20× a CE step on CPU, ~2× more second-order). The base forward is never recomputed
+(the inner gradients come from its retained graph) and the class and meta losses share one backward. With
+``meta_batching="vmap"`` the M inner gradients are one batched backward (``is_grads_batched``) and the M
+fast forwards one ``torch.func.vmap`` call (``meta_chunk`` sets at a time to cap memory); ``loop`` does them
+one set at a time, same values. ``auto`` (default) takes vmap on CUDA, where it batches B·M images into one
+kernel, and on CPU for networks without convolutions (an MLP: 1.8× faster than the loop), the loop for
+convolutional networks on CPU (vmap's batched convolutions measured ~2× slower); lnlbench.components.fastweights.
 
 Iterative training (``rounds`` > 1; the author in MLNT issue #11: "run main.py for a second time and load
 the model from previous iteration as pretrain_net"): the epochs after the CE phase are split into equal
@@ -110,7 +115,7 @@ class MLNTHparams(TrainHparams):
     ema_decay: float = 0.99
     ema_decay_late: float = 0.999
     second_order: bool = False  # exact meta-gradient through the inner step (HEAD); False: 91eac84
-    meta_vmap: bool = True  # one vmap call over the M fast forwards (False: a loop, same values)
+    meta_batching: str = "auto"  # vmap | loop | auto (vmap but for conv nets on CPU): same values
     meta_chunk: int = 0  # label sets per vmapped call (0: all M)
     rounds: int = 1  # iterative training
     round_pretrain: str = "teacher"  # network of the previous round that becomes the pretrain net
@@ -123,6 +128,7 @@ class MLNTHparams(TrainHparams):
                   (0 <= self.start_iter <= self.mid_iter, "need 0 <= start_iter <= mid_iter"),
                   (self.pretrain_epochs >= 0 and self.rounds >= 1, "need pretrain_epochs >= 0 and rounds >= 1"),
                   (self.meta_chunk >= 0, "meta_chunk must be >= 0 (0: all sets at once)"),
+                  (self.meta_batching in ("auto", "vmap", "loop"), "meta_batching must be auto, vmap or loop"),
                   (self.round_pretrain in ("teacher", "student"), "round_pretrain must be teacher or student"),
                   (self.predict_net in ("teacher", "student"), "predict_net must be teacher or student")]
         for ok, msg in checks:
@@ -216,8 +222,10 @@ def meta_loss(model: nn.Module, logits: torch.Tensor, x: torch.Tensor, labels: t
     """mean_m consistency of f(x; θ − meta_lr·∇θ CE(logits, labels[m])) with the teacher (before α)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     names, params = [n for n, _ in named], [p for _, p in named]
-    grads = ce_label_set_grads(logits, params, labels, create_graph=hp.second_order, batched=hp.meta_vmap)
-    fast = fast_forward(model, names, params, grads, hp.meta_lr, x, hp.meta_vmap, hp.meta_chunk)
+    batched = hp.meta_batching == "vmap" or (hp.meta_batching == "auto" and (
+        x.is_cuda or not any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())))
+    grads = ce_label_set_grads(logits, params, labels, create_graph=hp.second_order, batched=batched)
+    fast = fast_forward(model, names, params, grads, hp.meta_lr, x, batched, hp.meta_chunk)
     return consistency(fast, p_teacher).mean()
 
 

@@ -147,8 +147,8 @@ def test_vmapped_and_looped_meta_loss_agree(second_order):
     out = {}
     for use_vmap, chunk in ((True, 0), (True, 3), (False, 0)):
         model.zero_grad()
-        loss = meta_loss(model, model(x), x, labels, p_t, _hp(second_order=second_order, meta_vmap=use_vmap,
-                                                                meta_chunk=chunk))
+        hp = _hp(second_order=second_order, meta_batching="vmap" if use_vmap else "loop", meta_chunk=chunk)
+        loss = meta_loss(model, model(x), x, labels, p_t, hp)
         loss.backward()
         out[(use_vmap, chunk)] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
     ref_loss, ref_grads = out[(False, 0)]
@@ -282,5 +282,5 @@ def test_trial_reaches_the_meta_phase_and_resumes_across_it(tmp_path):
 
 
 def test_second_order_loop_and_rounds_run(tmp_path):
-    r = run_trial(_cfg(tmp_path, "so", second_order=True, meta_vmap=False, rounds=2), raise_on_error=True)
+    r = run_trial(_cfg(tmp_path, "so", second_order=True, meta_batching="vmap", rounds=2), raise_on_error=True)
     assert [h["round"] for h in r["history"]] == [-1, 0, 1]
