@@ -4,7 +4,7 @@ HEAD 40f163d (``main.py``, ``baseline.py``, ``dataloader.py``, ``models/resnet.p
 first commit 91eac84 (``main.py``); ../shared/reference/methods.md §2, car-tssd-mlnt.md §3. Official seeds:
 123 (``main.py``) and 7 (``baseline.py``); here the trial's seed drives everything.
 
-Three networks besides the trained **student** θ:
+Two networks besides the trained **student** θ (and a frozen copy of its initial weights, for restarts):
 - the **teacher** (``tch_net``, the paper's "mentor" of the consistency loss): an EMA of the student,
   copied from it at the first meta step, then θ_t ← eps·θ_t + (1 − eps)·θ before every meta step;
 - the **pretrain net** (``pretrain_net``): the CE-trained network, frozen in eval mode, used *only* for the
@@ -68,6 +68,8 @@ Deviations:
 - The sample itself is excluded from its neighbours explicitly (official: position 0 of the sorted
   distances, the same unless features tie); a batch smaller than 11 uses its B − 1 others; a batch of 1
   takes no meta step. Randomness comes from ``ctx.generator``, not Python's ``random``.
+- Data-parallel ranks search neighbours within their own slice of the global batch. Under fp16 autocast
+  the inner (virtual) gradients are not loss-scaled; bf16 or fp32 is the safe choice.
 """
 from __future__ import annotations
 
