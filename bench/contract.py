@@ -186,6 +186,12 @@ class Method:
     uses_clean_data: ClassVar[bool] = False  # trains on extra clean data (a golden set)
     reconstructed: ClassVar[bool] = False  # implementation reconstructed without official code
     reconstruction: ClassVar[str] = ""  # from what and how far verified; every table's footnote says it
+
+    @classmethod
+    def recipe_reconstructed(cls, preset: str, dataset: str) -> bool:
+        """Whether a trial of (preset, dataset) runs a reconstruction: the method's flag, unless only some of
+        its recipes are reconstructed (MLNT: faithful on Clothing1M, reconstructed on CIFAR)."""
+        return cls.reconstructed
     display_name: ClassVar[str | None] = None  # the paper's spelling in tables ("ELR+"); None: the registry key
     selection_threshold: float = 0.5  # clean_probability above this counts as "selected clean"
 

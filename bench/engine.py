@@ -263,9 +263,7 @@ class Trial:
             trial_id=t.trial_id, status=status, error=error, config=t.config.to_dict(), method=t.config.method,
             dataset=t.config.dataset, noise=noise, noise_label=noise_label(t.noise_name, t.noise_options, t.config.rate),
             seed=t.config.seed, preset=t.preset, recipe=t.recipe, amp=t.amp,
-            hparams=asdict(t.hparams), method_flags={"uses_clean_data": t.method_cls.uses_clean_data,
-                                                     "reconstructed": t.method_cls.reconstructed,
-                                                     "reconstruction": t.method_cls.reconstruction},
+            hparams=asdict(t.hparams), method_flags=_method_flags(t),
             data=data, history=self.history, **summarize(self.history), wall_time_s=self.elapsed,
             device=str(self.device), device_name=dev_name, device_hours=self.elapsed / 3600.0,
             versions=versions(), git_commit=git_commit(), host=host(), started_at=self.started_at,
@@ -281,6 +279,14 @@ def build_trial(config: TrialConfig | dict[str, Any], load: DatasetLoader | None
     trial.build()
     trial.dir.mkdir(parents=True, exist_ok=True)
     return trial
+
+
+def _method_flags(t: ResolvedTrial) -> dict[str, Any]:
+    """What the tables flag about the method of a trial: extra clean data, a reconstruction (and from what)."""
+    cls = t.method_cls
+    rebuilt = bool(cls.recipe_reconstructed(t.preset, t.config.dataset))
+    return {"uses_clean_data": cls.uses_clean_data, "reconstructed": rebuilt,
+            "reconstruction": cls.reconstruction if rebuilt else ""}
 
 
 def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = False,

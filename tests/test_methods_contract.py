@@ -56,6 +56,10 @@ MAIN_PHASE: dict[str, tuple[str, Callable[[dict], bool]]] = {
     "moit_plus": ("the MOIT stage (memory, semi-supervised loss), then MOIT+ on the detected-clean samples",
                   lambda res: [r["stage"] for r in _hist(res)] == ["moit", "moit", "moit+"]
                   and _hist(res)[1]["phase"] == "ssl" and 0 < _hist(res)[2]["plus_samples"]),
+    "mlnt": ("the CE start in epoch 0, then MLNT: meta-steps on synthetic neighbour labels (meta_loss logged)",
+             lambda res: _hist(res)[0]["phase"] == "pretrain" and "meta_loss" not in _hist(res)[0]
+             and all(r["phase"] == "mlnt" and r["meta_fraction"] > 0 and r["meta_loss"] > 0
+                     for r in _hist(res)[1:])),
     "elr_plus": ("the EMA decay at ema_alpha (its ramp done)",
                  lambda res: all(r["ema_decay"] == pytest.approx(res["hparams"]["ema_alpha"])
                                  for r in _hist(res))),
