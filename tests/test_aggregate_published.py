@@ -85,10 +85,10 @@ def test_compare_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["table", str(tmp_path / "r"), "--compare", "published", "--metric", "final"]) == 0
     out = capsys.readouterr().out
     # the ELR README's two runs (plain, cosine annealing): the final epoch; a mini run gets no Δ, and a run
-    # whose schedule is neither of theirs meets both, marked †
+    # whose schedule is neither of theirs meets both, marked †; a CPU trial without amp ran fp32 (no A? mark)
     mini = "| MLP (CPU scale), mini; CPU scale, not comparable |"
-    assert f"| ELR<sup>A?</sup> | CIFAR-10 sym 40% | 91.2 (n=1) {mini} 89.15† | ResNet-34 | — | [src] |" in out
-    assert f"| ELR<sup>A?</sup> | CIFAR-10 sym 40% | 91.2 (n=1) {mini} 91.43† | ResNet-34 | — | [src] |" in out
+    assert f"| ELR | CIFAR-10 sym 40% | 91.2 (n=1) {mini} 89.15† | ResNet-34 | — | [src] |" in out
+    assert f"| ELR | CIFAR-10 sym 40% | 91.2 (n=1) {mini} 91.43† | ResNet-34 | — | [src] |" in out
 
 
 def test_malformed_published_csv_is_a_one_line_error(tmp_path: Path) -> None:
@@ -153,13 +153,13 @@ def test_sce_recipe_difference_is_flagged(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_cpu_scale_precision_and_default_recipe_are_marked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """mini runs: 'CPU scale, not comparable', no Δ; amp bf16 (A), amp not recorded (A?) and a preset
+    """mini runs: 'CPU scale, not comparable', no Δ; amp bf16 (A), amp not recorded on a GPU (A?) and a preset
     lookup that fell back to the defaults (D) carry marks and get no Δ."""
     hp = {"model": "preact_resnet18"}
     write_trial(tmp_path / "mini", "dividemix", 0.95, extra=PAPER)
     write_trial(tmp_path / "bf16", "dividemix", 0.95, preset="paper", hparams=hp,
                 extra={**PAPER, "amp": "bf16"})
-    write_trial(tmp_path / "unknown", "dividemix", 0.95, preset="paper", hparams=hp)
+    write_trial(tmp_path / "unknown", "dividemix", 0.95, preset="paper", hparams=hp, extra={"device": "cuda:0"})
     write_trial(tmp_path / "default", "dividemix", 0.95, preset="paper", hparams=hp,
                 extra={**PAPER, "recipe": {"status": "default", "missing": "cifar10/symmetric/0.5"}})
     write_trial(tmp_path / "fine", "dividemix", 0.95, preset="paper", hparams=hp, extra=PAPER)
@@ -176,3 +176,12 @@ def test_cpu_scale_precision_and_default_recipe_are_marked(tmp_path: Path, capsy
         delta = "+0.4" if not why else "—"
         assert f"| {label} | CIFAR-10 sym 50% | 95.0 (n=1) |" in out, name
         assert f"| 94.6 | PreAct ResNet-18 | {delta} | [src] |" in out, name
+
+
+def test_precision_of_results_written_before_amp_was_recorded():
+    """A CPU trial without ``amp`` ran fp32 (the old ``auto`` used bf16 on CUDA only); a CUDA one is unknown."""
+    from lnlbench.aggregate.frame import recorded_amp
+
+    assert recorded_amp(None, "cpu") == "off"
+    assert recorded_amp(None, "cuda:0") is None
+    assert recorded_amp("bf16", "cuda:0") == "bf16" and recorded_amp(float("nan"), None) is None

@@ -155,7 +155,8 @@ def _row(res: dict[str, Any], path: Path) -> dict[str, Any]:
         "reconstruction": str(flags.get("reconstruction") or ""),
         "realized_rate": noise.get("realized_rate"), "n_train": data.get("n_train"),
         "base_method": str(res["method"]), "variant": "", "config": _signature(res),
-        "command": trial_command(res.get("config") or {}), "path": str(path), "amp": res.get("amp"),
+        "command": trial_command(res.get("config") or {}), "path": str(path),
+        "amp": recorded_amp(res.get("amp"), res.get("device")),
         "recipe_status": (res.get("recipe") or {}).get("status") if isinstance(res.get("recipe"), dict) else None,
     })
     return row
@@ -299,6 +300,14 @@ def load_runs(paths: list[str | Path]) -> Runs:
                 without_curves=from_csv)
 
 
+def recorded_amp(amp: Any, device: Any) -> str | None:
+    """The precision a trial ran in. Results written before ``amp`` was recorded ran fp32 on a CPU (the
+    old ``auto`` used bf16 on CUDA only), so a CPU trial without the field is "off"; a CUDA one is unknown."""
+    if isinstance(amp, str) and amp:
+        return amp
+    return "off" if isinstance(device, str) and device.startswith("cpu") else None
+
+
 def read_trials_csv(path: str | Path) -> list[dict[str, Any]]:
     """The trial rows of a ``trials.csv`` written by ``lnlbench report`` (its :data:`TRIAL_COLUMNS`).
 
@@ -324,4 +333,5 @@ def read_trials_csv(path: str | Path) -> list[dict[str, Any]]:
     frame["rate"] = pd.to_numeric(frame["rate"], errors="coerce")
     frame["seed"] = frame["seed"].astype(int)
     frame["path"] = [old or f"{path}#{tid}" for old, tid in zip(frame["path"], frame["trial_id"])]
+    frame["amp"] = [recorded_amp(a, d) for a, d in zip(frame["amp"], frame["device"])]
     return frame.to_dict("records")
