@@ -210,7 +210,7 @@ def test_flags_clean_data_method_is_listed_last_and_not_ranked(tmp_path: Path) -
     table = leaderboard_table(board)
     assert table.rows[2].marks == ["C", "R"] and table.rows[2].rule_before
     md = to_markdown(table)
-    assert "tssd<sup>C</sup><sup>R</sup>" in md
+    assert "TSSD<sup>C</sup><sup>R</sup>" in md  # tssd is registered: its display_name
     assert "C: uses extra clean (trusted) data" in md and "R: implementation reconstructed" in md
 
 
