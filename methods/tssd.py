@@ -48,8 +48,10 @@ which the harness scores separately into the history.
 
 Deviations (from the paper, as far as known, and from the reconstruction proposal): everything in 3–4 is
 our design; the meta classifier sees golden data only (the proposal added P and Q); P keeps DivideMix's
-posterior weights (the proposal: w = 1); no Clothing1M / Tiny-ImageNet recipe (no golden source wired in);
-randomness from the trial's seeded generators, as DivideMix.
+posterior weights (the proposal: w = 1); no Clothing1M / Tiny-ImageNet recipe (no golden source wired in;
+a cell without a recipe gets ``golden_default`` = 10 per class and DivideMix's defaults); randomness from
+the trial's seeded generators, as DivideMix. Memory: the train images are copied once with G appended
+(CIFAR-10: 150 MB uint8), and each division holds the (N, C) logits and (N, d) features of one pass.
 """
 from __future__ import annotations
 

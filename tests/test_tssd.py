@@ -125,3 +125,19 @@ def test_tssd_division_sets_and_what_the_harness_scores(tmp_path):
     certain = rec["selection_sets"]["certain"]
     assert certain["selected_fraction"] == pytest.approx(d["certain"].float().mean().item())
     assert np.isfinite(rec["selection"]["precision"])
+
+
+def test_golden_class_similarity_and_the_per_class_normalisation():
+    g = torch.Generator().manual_seed(3)
+    ref, ref_y = torch.randn(20, 4, generator=g), torch.arange(20) % 2
+    q, qy = torch.randn(3, 4, generator=g), torch.tensor([0, 1, 1])
+    got = tssd_mod.class_similarity(q, qy, ref, ref_y, 3)
+    r, u = F.normalize(ref, dim=1), F.normalize(q, dim=1)
+    for i in range(3):
+        assert got[i] == pytest.approx((r[ref_y == qy[i]] @ u[i]).mean().item(), abs=1e-5)
+    ref_v = torch.tensor([0.0, 10.0, 2.0, 4.0])
+    ref_c = torch.tensor([0, 0, 1, 1])
+    v, vy = torch.tensor([5.0, 3.0, 7.0]), torch.tensor([0, 1, 2])  # class 2 has no reference: 0.5
+    assert tssd_mod.class_minmax(v, vy, ref_v, ref_c, 3).tolist() == [0.5, 0.5, 0.5]
+    assert tssd_mod.class_minmax(torch.tensor([10.0, 2.0]), torch.tensor([0, 1]), ref_v, ref_c, 3).tolist() == [
+        1.0, 0.0]
