@@ -128,5 +128,6 @@ def test_a_grid_sets_the_golden_size_and_adds_fair_comparison_rows(tmp_path):
     assert sorted((c.config["method"], c.config["golden_add"]) for c in cells) == [
         ("ce", False), ("ce", True), ("tssd", False)]
     assert all(c.config["golden_per_class"] == 5 for c in cells)
+    assert "ce +golden digits symmetric@0.5 s0" in {c.label for c in cells}
     with pytest.raises(LnlError, match="not among the grid's methods"):
         parse_spec({**raw, "golden_add": ["dividemix"]})

@@ -114,7 +114,8 @@ class Cell:
     def label(self) -> str:
         c = self.config
         rate = "" if c["rate"] is None else f"@{c['rate']:g}"
-        return f"{c['method']} {c['dataset']} {c['noise']}{rate} s{c['seed']}"
+        golden = " +golden" if c.get("golden_add") else ""
+        return f"{c['method']}{golden} {c['dataset']} {c['noise']}{rate} s{c['seed']}"
 
 
 # -- loading -----------------------------------------------------------------------------------------
