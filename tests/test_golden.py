@@ -101,6 +101,9 @@ def test_golden_size_and_flags_reach_result_json(tmp_path):
     plain = run_trial(TrialConfig(method="ce", out_dir=str(tmp_path / "r"), golden_per_class=4, **CELL))
     assert plain["golden"]["use"] == "withheld" and plain["method_flags"]["uses_clean_data"] is False
     assert plain["data"]["n_train"] == 120
+    tssd = run_trial(TrialConfig(method="tssd", out_dir=str(tmp_path / "r"), **CELL))  # its recipe's 10
+    assert tssd["golden"] == {"per_class": 10, "use": "context", "n": 100} and tssd["data"]["n_train"] == 60
+    assert tssd["method_flags"]["uses_clean_data"] is True and tssd["method_flags"]["reconstructed"] is True
     none = run_trial(TrialConfig(method="ce", out_dir=str(tmp_path / "r"), **CELL))
     assert none["golden"] is None and "--golden-add" in __import__(
         "lnlbench.aggregate.frame", fromlist=["_"]).trial_command(res["config"])

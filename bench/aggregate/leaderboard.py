@@ -14,7 +14,8 @@ Choices, stated once here and repeated in every table's footnotes:
   shows ``(n=k)``.
 - **Ranking.** Per column the highest mean is **bold** (when at least two methods have a value) and the
   second highest underlined (when at least three do). Methods that use extra clean data are listed below
-  the others and not ranked, unless every method of the column uses clean data (methods.md, TSSD).
+  the others and not ranked, unless every method of the column uses clean data (methods.md, TSSD); a
+  footnote says how many clean labels per class each used (result.json ``golden``).
 - **Significance.** Each other ranked cell is compared with the best by Welch's t-test over its seeds
   (``scipy.stats.ttest_ind(equal_var=False)``); a cell whose difference from the best is *not* significant
   at α = 0.05 (two-sided) gets a dagger †. With fewer than 2 seeds on either side there is no test and no
