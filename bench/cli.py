@@ -50,6 +50,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
         preset=args.preset, epochs=args.epochs, hparams=dict(args.hp), noise_options=dict(args.noise_opt),
         data_options=dict(args.data_opt),
         subset=args.subset, test_subset=args.test_subset, augment=args.augment,
+        golden_per_class=args.golden_per_class, golden_add=args.golden_add,
         val_fraction=args.val_fraction, data_file=args.data_file,
         data_root=args.data_root, download=args.download, out_dir=args.out, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile=args.compile, resume=not args.restart,
@@ -96,6 +97,13 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
                    help="test images per class to keep (a fixed stratified subset; CPU-scale runs)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="train-time random crop and flip (default: the recipe's protocol, normally on)")
+    p.add_argument("--golden-per-class", type=int, default=None, metavar="N",
+                   help="carve N clean-labelled (golden) images per class out of the training set, seeded by "
+                        "the seed: a method that uses clean data gets them; others train without them "
+                        "(default: the recipe's protocol, else none)")
+    p.add_argument("--golden-add", action="store_true",
+                   help="train a method that does not use clean data on the golden set too, with its clean "
+                        "labels (the fair-comparison row; flagged as using clean data)")
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="hold out this fraction of the noisy train set for noise-blind model selection")
     p.add_argument("--data-file", default=None, help="an .npz array file to use for the dataset")

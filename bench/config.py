@@ -38,6 +38,13 @@ class TrialConfig:
     subset_seed: int = 0
     test_subset: int | None = None  # images per class kept from the test set (CPU-scale runs; None: all)
     augment: bool | None = None  # train-time crop/flip; None: the preset's choice (on, unless it says off)
+    # Clean-labelled (golden) images per class carved out of the training set, seeded by the seed alone
+    # (the same split for every method of the cell; see lnlbench.data.golden_split). A method that declares
+    # ``uses_clean_data`` receives them as ``ctx.golden``; any other never sees them, unless ``golden_add``
+    # puts them back into its training set with their clean labels (the fair-comparison row). None: the
+    # recipe's protocol (a golden method's recipe sets it), else no golden set.
+    golden_per_class: int | None = None
+    golden_add: bool = False
     val_fraction: float = 0.0  # noisy validation split held out of the noisy train set
     data_file: str | None = None  # an array file to use for the dataset
     data_root: str | None = None
@@ -79,6 +86,13 @@ class ResolvedTrial:
     data_options: dict[str, Any] = field(default_factory=dict)  # parsed and complete (with defaults)
     recipe: dict[str, Any] | None = None  # RecipeLookup.to_dict(): status "preset" | "default", missing key
     amp: str = "off"  # the precision the trial runs in: off (fp32) | bf16 | fp16
+    golden_per_class: int | None = None  # the golden set's images per class (None: no golden set)
+    golden_use: str | None = None  # "context" (ctx.golden) | "add" (in the train set) | "withheld"; None
+
+    @property
+    def uses_clean_data(self) -> bool:
+        """The method trains on clean labels: it declares a golden set, or the trial adds one."""
+        return self.golden_use in ("context", "add")
 
     @property
     def trial_dir(self) -> Path:
@@ -126,6 +140,37 @@ def _check_ranges(c: TrialConfig) -> None:
         raise LnlError(f"amp must be auto, bf16, fp16 or off, got '{c.amp}'")
     if not isinstance(c.seed, int) or c.seed < 0:
         raise LnlError(f"seed must be a non-negative integer, got {c.seed!r}")
+    if c.golden_per_class is not None and (type(c.golden_per_class) is not int or c.golden_per_class < 1):
+        raise LnlError(f"golden_per_class (clean images per class) must be a positive integer, got "
+                       f"{c.golden_per_class!r}")
+
+
+def _golden(config: TrialConfig, method_cls: type, lookup: RecipeLookup,
+            subset: int | None) -> tuple[int | None, str | None]:
+    """(golden images per class, how the method gets them): the user's option, else the recipe's protocol.
+
+    A method that declares ``uses_clean_data`` gets them through its context and must have a number (its
+    ``golden_default`` where neither says);
+    ``golden_add`` is for the others. Asking for the whole of a class (``subset`` known here; the loaded
+    class sizes are checked again in :func:`lnlbench.data.golden_split`) is an error.
+    """
+    n = config.golden_per_class if config.golden_per_class is not None else lookup.protocol.golden_per_class
+    declared = bool(getattr(method_cls, "uses_clean_data", False))
+    if n is None and declared:  # a cell the recipe does not cover: the method's default size
+        n = getattr(method_cls, "golden_default", None)
+    if declared and config.golden_add:
+        raise LnlError(f"{config.method} takes its golden set through its context; drop golden_add")
+    if n is None:
+        if declared:
+            raise LnlError(f"{config.method} trains on a golden (clean) set; pass --golden-per-class N "
+                           "(clean images per class carved out of the training set)")
+        if config.golden_add:
+            raise LnlError("golden_add needs a golden set: pass --golden-per-class N as well")
+        return None, None
+    if subset is not None and n >= subset:
+        raise LnlError(f"golden_per_class {n} takes every one of the {subset} training images per class "
+                       f"(subset); ask for fewer than {subset}")
+    return n, "context" if declared else "add" if config.golden_add else "withheld"
 
 
 def _digest(payload: dict[str, Any]) -> str:
@@ -207,9 +252,14 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
     amp = resolve_amp(config.amp)
     if amp != "off":  # only when not fp32, so the ids of fp32 trials stay as they were
         identity["amp"] = amp
+    golden, golden_use = _golden(config, method_cls, lookup, subset)
+    if golden is not None:  # only with a golden set, so every other trial id stays as it was
+        identity["golden_per_class"] = golden
+        if golden_use == "add":
+            identity["golden_add"] = True
     rate = "na" if config.rate is None else f"{config.rate:g}"
     variant = "-".join(f"{v}" for v in noise_opts.values())
     tag = f"{noise_name}{'-' + variant if variant else ''}"
     trial_id = f"{config.method}_{config.dataset}_{tag}_{rate}_s{config.seed}_{_digest(identity)[:8]}"
     return ResolvedTrial(config, method_cls, hp, preset, noise_name, noise_opts, subset, trial_id, augment,
-                         test_subset, data_options, lookup.to_dict(), amp)
+                         test_subset, data_options, lookup.to_dict(), amp, golden, golden_use)

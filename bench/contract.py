@@ -52,8 +52,12 @@ class MethodContext:
     def __init__(self, *, train: TrainSet, num_classes: int, image_shape: tuple[int, int, int],
                  device: torch.device, seed: int, augmenter, amp_dtype: torch.dtype | None = None,
                  channels_last: bool = False, compile_models: bool = False, noise_rate_hint: float | None = None,
-                 dist: Dist | None = None, flip_rate_hint: float | None = None):
+                 dist: Dist | None = None, flip_rate_hint: float | None = None,
+                 golden: TrainSet | None = None):
         self.train = train
+        # The golden (trusted) set with its CLEAN labels, disjoint from ``train``: only for a method that
+        # declares ``uses_clean_data`` (its size is the trial's ``golden_per_class``); None for every other.
+        self.golden = golden
         # Data-parallel ranks (see lnlbench.distributed); a single process is rank 0 of 1.
         self.dist = dist if dist is not None else Dist()
         self.num_classes = int(num_classes)
@@ -183,7 +187,9 @@ class Method:
     # Preset keys ("dataset", "dataset/noise", "dataset/noise@rate") whose recipe cannot run yet, each with
     # the one line saying what is missing; asking for such a cell is that error (lnlbench.hparams).
     WAITING: ClassVar[dict[str, str]] = {}
-    uses_clean_data: ClassVar[bool] = False  # trains on extra clean data (a golden set)
+    uses_clean_data: ClassVar[bool] = False  # trains on extra clean data (a golden set, ``ctx.golden``)
+    # Golden images per class where neither the trial (golden_per_class) nor the recipe's protocol says
+    golden_default: ClassVar[int | None] = None
     reconstructed: ClassVar[bool] = False  # implementation reconstructed without official code
     reconstruction: ClassVar[str] = ""  # from what and how far verified; every table's footnote says it
 
@@ -210,6 +216,12 @@ class Method:
     def clean_probability(self) -> torch.Tensor | np.ndarray | None:
         """Per training sample, the method's probability that its label is clean (None: no selection)."""
         return None
+
+    def selection_sets(self) -> dict[str, torch.Tensor]:
+        """Extra named sets of training samples the method holds for clean (boolean masks over the train
+        set), which the harness scores like ``clean_probability`` (precision, recall) into the history's
+        ``selection_sets``; e.g. TSSD's certain set beside its distilled one. Empty: none."""
+        return {}
 
     def current_lr(self) -> float | None:
         opt = getattr(self, "optimizer", None)

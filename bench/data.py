@@ -5,7 +5,7 @@ ground truth: the engine uses them to score, and never puts them in a method's c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,10 @@ class TrialData:
     noise: NoiseRecord
     transition: np.ndarray
     score_noise: bool = True  # False where the clean train labels are unknown (Clothing1M)
+    # The golden (trusted) set, positions in info and their clean labels: carved out of the training part
+    # (never in ``train_idx`` unless the trial adds it back with clean labels, ``golden_use == "add"``).
+    golden_idx: np.ndarray = field(default_factory=lambda: np.arange(0))
+    golden_y: np.ndarray = field(default_factory=lambda: np.arange(0))
 
 
 def load_dataset(name: str, data_root: str | None = None, data_file: str | None = None,
@@ -78,6 +82,28 @@ def validation_split(noisy: np.ndarray, fraction: float, seed: int) -> tuple[np.
     return train_idx, val_idx
 
 
+GOLDEN_SEED = 0x601D
+
+
+def golden_split(clean: np.ndarray, candidates: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """``per_class`` positions of each class (by clean label) among ``candidates``, sorted.
+
+    Seeded by the trial seed alone, never by the method, so every method of a grid cell that asks for the
+    same number gets the same golden set (and the same noisy rest). A class with ``per_class`` or fewer
+    candidates would give all of them away: a one-line error.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), GOLDEN_SEED]))
+    labels = np.asarray(clean)[candidates]
+    picks = []
+    for c in np.unique(np.asarray(clean)):
+        idx = candidates[labels == c]
+        if len(idx) <= per_class:
+            raise LnlError(f"golden_per_class {per_class} leaves no training image of class {c} "
+                           f"({len(idx)} in the training part); ask for fewer than {len(idx)}")
+        picks.append(rng.choice(idx, per_class, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
 def intended_flip_rate(clean: np.ndarray, transition: np.ndarray) -> float:
     """The overall flip rate a noise generator meant: 1 − Σ_c π_c T_cc, π the class priors of the labels
     before noise. Asymmetric 0.4 on balanced CIFAR-10 (5 of 10 classes mapped) gives 0.2, symmetric 0.5 on 10
@@ -103,7 +129,18 @@ def prepare(trial: ResolvedTrial, load: DatasetLoader | None = None) -> TrialDat
     labels = np.asarray(noisy.labels, dtype=np.int64)
     train_idx, val_idx = validation_split(labels, cfg.val_fraction, cfg.seed)
     score = info.y_train_given_noisy is None or not np.array_equal(info.y_train, info.y_train_given_noisy)
+    golden = np.arange(0)
+    if trial.golden_per_class is not None and not score:
+        raise LnlError(f"dataset '{cfg.dataset}' has no clean training labels to draw a golden set from; "
+                       "drop golden_per_class")
+    if trial.golden_per_class is not None:  # after the noise (the same noisy labels for every cell's method)
+        golden = golden_split(info.y_train, train_idx, trial.golden_per_class, cfg.seed)
+        if trial.golden_use == "add":  # the fair-comparison row: trains on them with their clean labels
+            labels = labels.copy()
+            labels[golden] = info.y_train[golden]
+        else:
+            train_idx = np.setdiff1d(train_idx, golden)
     return TrialData(info=info, noisy=labels[train_idx], clean=info.y_train[train_idx],
                      is_noisy=(labels != info.y_train)[train_idx], train_idx=train_idx, val_idx=val_idx,
                      val_noisy=labels[val_idx], noise=record, transition=np.asarray(noisy.transition),
-                     score_noise=score)
+                     score_noise=score, golden_idx=golden, golden_y=info.y_train[golden])

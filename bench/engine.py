@@ -102,6 +102,9 @@ class Trial:
         to_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)
         x_all = torch.from_numpy(info.x_train).permute(0, 3, 1, 2).contiguous()
         train = TrainSet(x=x_all[data.train_idx].to(dev), y=to_dev(data.noisy))
+        golden = None  # clean labels enter a context only for a method that declares a golden set
+        if self.trial.golden_use == "context":
+            golden = TrainSet(x=x_all[data.golden_idx].to(dev), y=to_dev(data.golden_y))
         self.x_val, self.y_val = x_all[data.val_idx].to(dev), to_dev(data.val_noisy)
         self.x_test = torch.from_numpy(info.x_test).permute(0, 3, 1, 2).contiguous().to(dev)
         self.y_test = to_dev(info.y_test)
@@ -116,7 +119,7 @@ class Trial:
                                  device=dev, seed=cfg.seed, augmenter=self.augmenter,
                                  amp_dtype=amp_dtype(self.trial.amp, dev), channels_last=cl,
                                  compile_models=cfg.compile, noise_rate_hint=cfg.rate, dist=self.dist,
-                                 flip_rate_hint=flip)
+                                 flip_rate_hint=flip, golden=golden)
         self.method = self.trial.method_cls(self.trial.hparams, self.ctx)
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -201,6 +204,10 @@ class Trial:
         prob = self.method.clean_probability()
         if prob is not None and self.data.score_noise:
             rec["selection"] = score_selection(prob, self.data.is_noisy, self.method.selection_threshold)
+        sets = self.method.selection_sets() if self.data.score_noise else {}
+        if sets:
+            rec["selection_sets"] = {name: score_selection(mask.float(), self.data.is_noisy)
+                                     for name, mask in sets.items()}
         for k, v in logs.items():
             rec[k] = float(v) if isinstance(v, (torch.Tensor, np.generic, int, float)) else v
         rec["eval_time_s"] = time.perf_counter() - t0
@@ -263,13 +270,21 @@ class Trial:
             trial_id=t.trial_id, status=status, error=error, config=t.config.to_dict(), method=t.config.method,
             dataset=t.config.dataset, noise=noise, noise_label=noise_label(t.noise_name, t.noise_options, t.config.rate),
             seed=t.config.seed, preset=t.preset, recipe=t.recipe, amp=t.amp,
-            hparams=asdict(t.hparams), method_flags=_method_flags(t),
+            hparams=asdict(t.hparams), golden=golden_fields(t, d), method_flags=_method_flags(t),
             data=data, history=self.history, **summarize(self.history), wall_time_s=self.elapsed,
             device=str(self.device), device_name=dev_name, device_hours=self.elapsed / 3600.0,
             versions=versions(), git_commit=git_commit(), host=host(), started_at=self.started_at,
             finished_at=_now() if status != "running" else None).to_dict()
         write_json(self.dir / "result.json", result)
         return result
+
+
+def golden_fields(t: ResolvedTrial, d: TrialData | None) -> dict[str, Any] | None:
+    """result.json's ``golden``: images per class, how the method got them, how many in all."""
+    if t.golden_per_class is None:
+        return None
+    return {"per_class": t.golden_per_class, "use": t.golden_use,
+            "n": None if d is None else int(len(d.golden_idx))}
 
 
 def build_trial(config: TrialConfig | dict[str, Any], load: DatasetLoader | None = None) -> Trial:
@@ -285,7 +300,7 @@ def _method_flags(t: ResolvedTrial) -> dict[str, Any]:
     """What the tables flag about the method of a trial: extra clean data, a reconstruction (and from what)."""
     cls = t.method_cls
     rebuilt = bool(cls.recipe_reconstructed(t.preset, t.config.dataset))
-    return {"uses_clean_data": cls.uses_clean_data, "reconstructed": rebuilt,
+    return {"uses_clean_data": t.uses_clean_data, "reconstructed": rebuilt,
             "reconstruction": cls.reconstruction if rebuilt else ""}
 
 

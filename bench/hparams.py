@@ -54,6 +54,7 @@ class Protocol:
     test_subset: int | None = None  # test images per class (a fixed stratified part)
     augment: bool | None = None  # train-time crop/flip (None: on)
     train_pool: int | str | None = None  # "all" | images | None (whatever the loader holds)
+    golden_per_class: int | None = None  # clean-labelled (golden) images per class carved out of training
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Protocol:
@@ -64,6 +65,9 @@ class Protocol:
         pool = d.get("train_pool")
         if pool is not None and pool != "all" and not (type(pool) is int and pool > 0):
             raise LnlError(f"protocol train_pool must be 'all' or a positive number of images, got {pool!r}")
+        golden = d.get("golden_per_class")
+        if golden is not None and not (type(golden) is int and golden > 0):
+            raise LnlError(f"protocol golden_per_class must be a positive number of images, got {golden!r}")
         return cls(**d)
 
     def set_fields(self) -> dict[str, Any]:

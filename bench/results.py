@@ -4,8 +4,9 @@ The aggregator reads these files and nothing else. Schema ``lnlbench.result/1`` 
 :class:`TrialResult` (with :class:`NoiseFields` and :class:`DataFields`): the written JSON has exactly
 its fields (``tests/test_engine.py`` asserts so). ``history`` is one dict per epoch: ``epoch, lr,
 train_time_s, eval_time_s, test_acc, val_acc?, clean_val_acc?, selection? {precision, recall, auc,
-selected_fraction}, world_size?`` and the method's own scalars. ``recipe`` is ``{status ("preset" |
-"default"), missing (the preset key the cell lacks, or null), preset, applied [keys]}``.
+selected_fraction}, selection_sets? {name: the same, per extra set the method names}, world_size?`` and
+the method's own scalars. ``recipe`` is ``{status ("preset" | "default"), missing (the preset key the
+cell lacks, or null), preset, applied [keys]}``.
 """
 from __future__ import annotations
 
@@ -101,6 +102,9 @@ class TrialResult:
     amp: str = "off"  # "off" | "bf16" | "fp16"
     recipe: dict[str, Any] | None = None  # {"status": "preset" | "default", "missing": str | None, ...}
     noise_label: str | None = None
+    # The golden (clean-labelled) set: {per_class, use ("context" | "add" | "withheld"), n}; None without
+    # one. ``method_flags.uses_clean_data`` is true when the method trained on it ("context" or "add").
+    golden: dict[str, Any] | None = None
     schema: str = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:

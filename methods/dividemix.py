@@ -213,7 +213,6 @@ class DivideMix(Method):
     PRESETS = PRESETS
     SMOKE = {"warm_up": 1}  # reach co-divide + MixMatch after one epoch (contract tests, lnlbench perf)
     STATE_ATTRS = ("loss_hist", "hist_count")
-    SMOKE = {"warm_up": 1}  # co-divide + MixMatch from the second epoch
     WAITING = {"webvision": "dataset 'webvision' and model 'inception_resnet_v2' are not registered yet"}
 
     def __init__(self, hp: DivideMixHparams, ctx: MethodContext):
@@ -228,6 +227,8 @@ class DivideMix(Method):
         self.hist_count = 0
         self.prob: torch.Tensor | None = None  # the division net 1 trained on this epoch (full length)
         self.selection_threshold = hp.p_threshold  # the harness scores X = {w > p_threshold}
+        # the images and labels the epoch trains on (TSSD appends its golden set to the noisy train set)
+        self.data_x, self.data_y = ctx.train.x, ctx.train.y
 
     def current_lr(self) -> float:
         return float(self.opt1.param_groups[0]["lr"])
@@ -242,11 +243,11 @@ class DivideMix(Method):
         pool = self._subset(2 * hp.num_samples)
         net.train()
         total, steps = torch.zeros((), device=ctx.device), 0
-        for b in ctx.batches(2 * hp.batch_size, n=len(ctx.train) if pool is None else len(pool)):
+        for b in ctx.batches(2 * hp.batch_size, n=len(self.data_y) if pool is None else len(pool)):
             idx = b if pool is None else pool[b]
             with ctx.autocast():
-                logits = net(ctx.augment(ctx.train.x[idx])).float()
-            loss = F.cross_entropy(logits, ctx.train.y[idx])
+                logits = net(ctx.augment(self.data_x[idx])).float()
+            loss = F.cross_entropy(logits, self.data_y[idx])
             if hp.penalty:
                 loss = loss + neg_entropy(logits)
             ctx.step(loss, opt)
@@ -284,8 +285,14 @@ class DivideMix(Method):
 
     def _train_net(self, epoch: int, net: torch.nn.Module, other: torch.nn.Module, opt: torch.optim.Optimizer,
                    division: tuple[torch.Tensor | None, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return self._train_sets(epoch, net, other, opt, *split_division(*division, self.hp.p_threshold))
+
+    def _train_sets(self, epoch: int, net: torch.nn.Module, other: torch.nn.Module,
+                    opt: torch.optim.Optimizer, lab: torch.Tensor, w: torch.Tensor,
+                    unl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One net's MixMatch epoch on labeled indices ``lab`` (clean weights ``w``) and unlabeled ``unl``
+        (positions in ``data_x``), ``other`` co-guessing (TSSD trains on its own sets through this)."""
         ctx, hp = self.ctx, self.hp
-        lab, w, unl = split_division(*division, hp.p_threshold)
         num_iter = len(lab) // hp.batch_size + 1
         unlabeled = self._unlabeled(unl)
         net.train()
@@ -294,11 +301,11 @@ class DivideMix(Method):
         for i, b in enumerate(ctx.batches(hp.batch_size, n=len(lab))):
             xi, ui = lab[b], next(unlabeled)
             nb, nu = len(xi), len(ui)
-            views = ctx.augment(ctx.train.x[torch.cat([xi, xi, ui, ui])])  # both views of X and U, one call
+            views = ctx.augment(self.data_x[torch.cat([xi, xi, ui, ui])])  # both views of X and U, one call
             x1, x2, u1, u2 = views.split([nb, nb, nu, nu])
             with ctx.autocast():
                 tu = co_guess(net, other, u1, u2, hp.temperature) if nu else views.new_zeros(0, ctx.num_classes)
-                tx = co_refine(net, x1, x2, ctx.train.y[xi], w[b], hp.temperature)
+                tx = co_refine(net, x1, x2, self.data_y[xi], w[b], hp.temperature)
             mixed, targets, _ = mixmatch([views], [torch.cat([tx, tx, tu, tu])], hp.alpha, ctx.rng, ctx.generator)
             if not hp.unlabeled_forward:
                 mixed, targets = mixed[:2 * nb], targets[:2 * nb]

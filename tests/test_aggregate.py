@@ -210,7 +210,7 @@ def test_flags_clean_data_method_is_listed_last_and_not_ranked(tmp_path: Path) -
     table = leaderboard_table(board)
     assert table.rows[2].marks == ["C", "R"] and table.rows[2].rule_before
     md = to_markdown(table)
-    assert "tssd<sup>C</sup><sup>R</sup>" in md
+    assert "TSSD<sup>C</sup><sup>R</sup>" in md  # tssd is registered: its display_name
     assert "C: uses extra clean (trusted) data" in md and "R: implementation reconstructed" in md
 
 
@@ -292,3 +292,27 @@ def test_tables_render_without_torch(grid: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     assert "92.0 ± 2.0" in out.stdout and "elr_plus asymmetric:dividemix" in out.stdout
     assert "torch" not in out.stderr
+
+
+def test_golden_set_size_is_flagged_in_the_table_and_the_fair_row_is_a_variant(tmp_path: Path) -> None:
+    withheld = {"golden": {"per_class": 10, "use": "withheld", "n": 100}}
+    write_grid(tmp_path, {("ce", 0.5): [0.70, 0.72], ("gce", 0.5): [0.60, 0.61]}, extra=withheld)
+    flags = {"uses_clean_data": True, "reconstructed": True, "reconstruction": "from the abstract"}
+    write_grid(tmp_path, {("tssd", 0.5): [0.90, 0.91]}, flags=flags,
+               extra={"golden": {"per_class": 10, "use": "context", "n": 100}})
+    write_grid(tmp_path, {("ce", 0.5): [0.80, 0.81]}, flags={"uses_clean_data": True, "reconstructed": False},
+               extra={"golden": {"per_class": 10, "use": "add", "n": 100}})
+    runs = load_runs([tmp_path])
+    assert sorted(runs.trials["golden_per_class"].dropna().unique().tolist()) == [10]
+    board = build_leaderboard(runs.trials, runs.skipped)
+    col = Column("cifar10", "symmetric", 0.5)
+    plain, fair = "ce [golden.use=withheld]", "ce [golden.use=add]"
+    assert board.methods == [plain, "gce", fair, "tssd"]  # the two clean-data rows below the rule
+    assert board.cell(plain, col).rank == 1 and board.cell(fair, col).rank is None
+    assert board.cell("tssd", col).rank is None
+    assert board.golden == {fair: (10,), "tssd": (10,)}
+    table = leaderboard_table(board)
+    assert table.rows[2].rule_before and table.rows[2].marks == ["C"] and not table.rows[1].rule_before
+    md = to_markdown(table)
+    assert "C (TSSD): uses 10 clean labels per class" in md
+    assert "C (CE [golden.use=add]): uses 10 clean labels per class" in md

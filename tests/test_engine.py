@@ -18,7 +18,8 @@ FAST = dict(method="ce", dataset="digits", noise="symmetric", rate=0.4, seed=0, 
 TOP_KEYS = {"schema", "trial_id", "status", "error", "config", "method", "dataset", "noise", "seed",
             "preset", "recipe", "hparams", "method_flags", "data", "history", "best_acc", "best_epoch", "last_acc",
             "final_acc", "selected_acc", "epochs_done", "wall_time_s", "device", "device_name",
-            "device_hours", "versions", "git_commit", "host", "started_at", "finished_at", "noise_label"}
+            "device_hours", "versions", "git_commit", "host", "started_at", "finished_at", "noise_label",
+            "golden"}
 
 
 def _cfg(tmp_path, **kw) -> TrialConfig:

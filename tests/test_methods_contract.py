@@ -60,6 +60,10 @@ MAIN_PHASE: dict[str, tuple[str, Callable[[dict], bool]]] = {
              lambda res: _hist(res)[0]["phase"] == "pretrain" and "meta_loss" not in _hist(res)[0]
              and all(r["phase"] == "mlnt" and r["meta_fraction"] > 0 and r["meta_loss"] > 0
                      for r in _hist(res)[1:])),
+    "tssd": ("warm-up in epoch 0, then PSD + MSP (distilled, certain, mined sets scored), MixMatch (lx logged)",
+             lambda res: "selection" not in _hist(res)[0] and "lx" not in _hist(res)[0]
+             and all(r.get("selection") is not None and "lx" in r and r["certain_clean"] > 0
+                     and set(r.get("selection_sets", {})) == {"certain", "mined"} for r in _hist(res)[1:])),
     "elr_plus": ("the EMA decay at ema_alpha (its ramp done)",
                  lambda res: all(r["ema_decay"] == pytest.approx(res["hparams"]["ema_alpha"])
                                  for r in _hist(res))),
@@ -197,23 +201,41 @@ def _walk(obj, seen, depth=0):
 
 
 def _assert_no_truth(trial: Trial) -> None:
-    clean = trial.data.clean
+    """No clean label of the train set (nor of the whole dataset), nor the noise mask, is reachable; the
+    golden set's clean labels are, only for a method that declares ``uses_clean_data``."""
+    clean, golden, everything = trial.data.clean, trial.data.golden_y, trial.data.info.y_train
+    declared = trial.trial.method_cls.uses_clean_data
+    if declared:
+        assert np.array_equal(trial.ctx.golden.y.cpu().numpy(), golden)
+        assert np.intersect1d(trial.data.golden_idx, trial.data.train_idx).size == 0
+    else:
+        assert trial.ctx.golden is None, "a method that does not declare uses_clean_data got a golden set"
     for obj in _walk(trial.method, set()):
         assert not isinstance(obj, (DatasetInfo, TrialData)), "the method can reach the dataset's truth"
         arr = obj.detach().cpu().numpy() if isinstance(obj, torch.Tensor) else obj
-        if isinstance(arr, np.ndarray) and arr.shape == clean.shape:
+        if not isinstance(arr, np.ndarray):
+            continue
+        if arr.shape == clean.shape:
             assert not np.array_equal(arr, clean), "a clean-label array is reachable from the method"
             assert not np.array_equal(arr.astype(bool), trial.data.is_noisy), "the noise mask is reachable"
+        if arr.shape == everything.shape:
+            assert not np.array_equal(arr, everything), "the dataset's clean labels are reachable"
+        if not declared and len(golden) and arr.shape == golden.shape:
+            assert not np.array_equal(arr, golden), "the golden clean labels reach an undeclaring method"
 
 
+@pytest.mark.parametrize("golden", [None, 5])
 @pytest.mark.parametrize("method", METHODS.names())
-def test_method_cannot_reach_clean_labels(tmp_path, method):
+def test_method_cannot_reach_clean_labels(tmp_path, method, golden):
     """Neither at setup nor after its smoke epochs (main phase: divisions, weights, targets) can a method
-    reach the clean labels or the noise mask."""
+    reach the clean labels or the noise mask; in a cell with a golden set (``golden`` per class), only a
+    method that declares ``uses_clean_data`` holds it, and only its clean labels."""
     cls = METHODS.get(method)
+    if golden is None and cls.uses_clean_data:
+        golden = 10  # a golden method always has one (its recipe's)
     cfg = TrialConfig(method=method, dataset="digits", noise="symmetric", rate=0.6, seed=0, epochs=3, subset=16,
                       preset="mini", hparams={**getattr(cls, "SMOKE", {}), "batch_size": 32},
-                      out_dir=str(tmp_path / "runs"))
+                      out_dir=str(tmp_path / "runs"), golden_per_class=golden)
     trial = Trial(resolve(cfg), None)
     trial.build()
     assert (trial.data.noisy != trial.data.clean).mean() > 0.3

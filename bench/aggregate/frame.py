@@ -35,7 +35,7 @@ TRIAL_COLUMNS = [
     "best_acc", "selected_acc", "final_acc", "best_epoch", "epochs_done", "epochs", "wall_time_s",
     "device_hours", "device", "device_name", "model", "preset", "uses_clean_data", "reconstructed", "reconstruction",
     "realized_rate", "n_train", "git_commit", "finished_at", "base_method", "variant", "config", "command",
-    "path", "amp", "recipe_status",
+    "path", "amp", "recipe_status", "golden_per_class",
 ]
 CURVE_COLUMNS = ["trial_id", "method", "dataset", "noise", "rate", "seed", "epoch", "test_acc", "val_acc",
                  "precision", "recall", "selected_fraction"]
@@ -158,8 +158,16 @@ def _row(res: dict[str, Any], path: Path) -> dict[str, Any]:
         "command": trial_command(res.get("config") or {}), "path": str(path),
         "amp": recorded_amp(res.get("amp"), res.get("device")),
         "recipe_status": (res.get("recipe") or {}).get("status") if isinstance(res.get("recipe"), dict) else None,
+        "golden_per_class": _golden_used(res),
     })
     return row
+
+
+def _golden_used(res: dict[str, Any]) -> int | None:
+    """The clean labels per class the trial's method trained on (its golden set, used or added), or None."""
+    golden = res.get("golden") if isinstance(res.get("golden"), dict) else {}
+    used = golden.get("use") in ("context", "add") and golden.get("per_class") is not None
+    return int(golden["per_class"]) if used else None
 
 
 def _signature(res: dict[str, Any]) -> str:
@@ -170,6 +178,7 @@ def _signature(res: dict[str, Any]) -> str:
     skip = (variant_option(str(noise.get("name", ""))), "label_file")
     sig = {**(res.get("hparams") or {}), "preset": res.get("preset"), "val_fraction": cfg.get("val_fraction"),
            "subset": cfg.get("subset"), "data_file": cfg.get("data_file"),
+           **{f"golden.{k}": v for k, v in (res.get("golden") or {}).items() if k in ("per_class", "use")},
            **{f"noise.{k}": v for k, v in opts.items() if k not in skip}}
     return json.dumps(sig, sort_keys=True, default=str)
 
@@ -208,10 +217,12 @@ def trial_command(config: dict[str, Any]) -> str:
         parts.append(f"--rate {config['rate']:g}")
     parts.append(f"--seed {config.get('seed')}")
     flags = {"preset": ("auto",), "epochs": (None,), "subset": (None,), "val_fraction": (0, 0.0, None),
-             "data_file": (None,)}
+             "data_file": (None,), "golden_per_class": (None,)}
     for key, defaults in flags.items():
         if config.get(key) not in defaults:
             parts.append(f"--{key.replace('_', '-')} {config[key]}")
+    if config.get("golden_add"):
+        parts.append("--golden-add")
     hparams = sorted((config.get("hparams") or {}).items())
     parts += [f"--hp {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in hparams]
     options = sorted((config.get("noise_options") or {}).items())

@@ -14,7 +14,8 @@ Choices, stated once here and repeated in every table's footnotes:
   shows ``(n=k)``.
 - **Ranking.** Per column the highest mean is **bold** (when at least two methods have a value) and the
   second highest underlined (when at least three do). Methods that use extra clean data are listed below
-  the others and not ranked, unless every method of the column uses clean data (methods.md, TSSD).
+  the others and not ranked, unless every method of the column uses clean data (methods.md, TSSD); a
+  footnote says how many clean labels per class each used (result.json ``golden``).
 - **Significance.** Each other ranked cell is compared with the best by Welch's t-test over its seeds
   (``scipy.stats.ttest_ind(equal_var=False)``); a cell whose difference from the best is *not* significant
   at α = 0.05 (two-sided) gets a dagger †. With fewer than 2 seeds on either side there is no test and no
@@ -103,6 +104,7 @@ class Leaderboard:
     missing: dict[tuple[str, Column], str] = field(default_factory=dict)
     base: dict[str, str] = field(default_factory=dict)  # row label -> registry name (variants share one)
     reconstruction: dict[str, str] = field(default_factory=dict)  # row label -> from what it was rebuilt
+    golden: dict[str, tuple[int, ...]] = field(default_factory=dict)  # row label -> clean labels per class
 
     def cell(self, method: str, column: Column) -> Cell | None:
         """The cell of a method in a column; None when it is missing."""
@@ -221,7 +223,7 @@ def build_leaderboard(trials: pd.DataFrame, skipped: pd.DataFrame | None = None,
     columns = _sorted_columns({c for _, c in grouped})
     base = dict(zip(trials["method"], trials["base_method"])) if "base_method" in trials else {}
     board = Leaderboard(metric, alpha, methods, columns, {}, flags, base=base,
-                        reconstruction={m: n for m, n in notes.items() if n})
+                        reconstruction={m: n for m, n in notes.items() if n}, golden=_golden_sizes(trials))
     has_trials = set(zip(trials["method"], trials.apply(_column_of, axis=1))) if len(trials) else set()
     for (m, col), vals in grouped.items():
         if vals:
@@ -235,6 +237,18 @@ def build_leaderboard(trials: pd.DataFrame, skipped: pd.DataFrame | None = None,
     for col in columns:
         _rank_column(_ranked_cells(board, col), alpha)
     return board
+
+
+def _golden_sizes(trials: pd.DataFrame) -> dict[str, tuple[int, ...]]:
+    """Per row label, the golden set sizes (clean labels per class) its trials trained on."""
+    if "golden_per_class" not in trials:
+        return {}
+    out = {}
+    for m, g in trials.groupby("method"):
+        sizes = sorted({int(float(v)) for v in g["golden_per_class"] if v is not None and pd.notna(v)})
+        if sizes:
+            out[m] = tuple(sizes)
+    return out
 
 
 def _ranked_cells(board: Leaderboard, col: Column) -> list[Cell]:
@@ -270,6 +284,10 @@ def board_footnotes(board: Leaderboard) -> list[str]:
     for flag, (mark, text) in FLAG_MARKS.items():
         if any(f.get(flag) for f in board.flags.values()):
             notes.append(f"{mark}: {text}.")
+    for m, sizes in board.golden.items():  # each method on clean data says how many labels
+        plural = "s" if sizes != (1,) else ""
+        notes.append(f"C ({method_name(m, board.base.get(m))}): uses {' or '.join(map(str, sizes))} clean "
+                     f"label{plural} per class (a golden set carved out of its training set).")
     for m, how in board.reconstruction.items():  # each reconstructed method says from what
         notes.append(f"R ({method_name(m, board.base.get(m))}): {how}.")
     if board.missing:

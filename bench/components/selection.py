@@ -37,19 +37,21 @@ def minmax(v: torch.Tensor) -> torch.Tensor:
 
 
 def gmm_clean_probability(losses: torch.Tensor | np.ndarray, max_iter: int = 10, tol: float = 1e-2,
-                          reg_covar: float = 5e-4, seed: int = 0) -> np.ndarray:
+                          reg_covar: float = 5e-4, seed: int = 0, high: bool = False) -> np.ndarray:
     """Posterior of the low-mean component of a 2-component GMM fitted on per-sample losses.
 
     The settings are DivideMix's (``GaussianMixture(n_components=2, max_iter=10, tol=1e-2,
     reg_covar=5e-4)``); normalise the losses first (``minmax``) as it does. ``seed`` fixes sklearn's
-    k-means initialisation, which the official code leaves to the global RNG.
+    k-means initialisation, which the official code leaves to the global RNG. ``high``: the posterior of
+    the high-mean component instead (a score where clean is high, e.g. a feature similarity).
     """
     v = losses.detach().float().cpu().numpy() if isinstance(losses, torch.Tensor) else np.asarray(losses, float)
     v = v.reshape(-1, 1)
     gmm = GaussianMixture(n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar, random_state=seed)
     gmm.fit(v)
     prob = gmm.predict_proba(v)
-    return prob[:, int(np.argmin(gmm.means_.ravel()))]
+    means = gmm.means_.ravel()
+    return prob[:, int(np.argmax(means) if high else np.argmin(means))]
 
 
 def small_loss_mask(losses: torch.Tensor, keep_fraction: float) -> torch.Tensor:

@@ -17,7 +17,10 @@ The YAML (every key but ``name``, ``datasets``, ``methods``, ``noise`` and ``see
     preset: auto                       # paper | mini | auto
     epochs: null                       # override the preset's epochs
     subset: null                       # images per class
-    trial: {val_fraction: 0.1}         # any other TrialConfig option
+    trial: {val_fraction: 0.1}         # any other TrialConfig option; {golden_per_class: 10}: every
+                                       #   method of a cell gets the same golden split (carved out)
+    golden_add: [ce]                   # these methods also run once with the golden set added to their
+                                       #   training data with its clean labels (the fair-comparison row)
     overrides: {ce: {lr: 0.01}}        # per-method hyperparameters
     resources: {num_workers: 1, cpus_per_worker: 1, gpus_per_worker: auto}   # 0.25: 4 trials per GPU
     storage: results/runs/cifar10-sym  # the run folder: a path (made absolute) or a URI (s3://, gs://)
@@ -46,7 +49,7 @@ from .resources import Resources
 EXECUTORS = ("train", "light")
 _REQUIRED = ("name", "datasets", "methods", "noise", "seeds")
 _FROM_GRID = ("method", "dataset", "noise", "rate", "seed", "preset", "epochs", "subset", "hparams",
-              "noise_options", "out_dir")
+              "noise_options", "out_dir", "golden_add")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class GridSpec:
     executor: str = "train"
     max_failures: int = 1
     share_data: bool = True
+    golden_add: tuple[str, ...] = ()  # methods that get a second cell trained on the golden set too
 
     @property
     def is_remote(self) -> bool:
@@ -90,7 +94,7 @@ class GridSpec:
         """The spec as plain YAML-able data (saved in the run folder so ``resume`` can reload it)."""
         d = dataclasses.asdict(self)
         d["noise"] = [{**n, "rates": list(n["rates"])} for n in d["noise"]]
-        for key in ("datasets", "methods", "seeds"):
+        for key in ("datasets", "methods", "seeds", "golden_add"):
             d[key] = list(d[key])
         for n in d["noise"]:
             n["datasets"], n["variants"] = list(n["datasets"]), list(n["variants"])
@@ -110,7 +114,8 @@ class Cell:
     def label(self) -> str:
         c = self.config
         rate = "" if c["rate"] is None else f"@{c['rate']:g}"
-        return f"{c['method']} {c['dataset']} {c['noise']}{rate} s{c['seed']}"
+        golden = " +golden" if c.get("golden_add") else ""
+        return f"{c['method']}{golden} {c['dataset']} {c['noise']}{rate} s{c['seed']}"
 
 
 # -- loading -----------------------------------------------------------------------------------------
@@ -152,16 +157,25 @@ def parse_spec(raw: dict[str, Any], base: Path | None = None) -> GridSpec:
         trial=_mapping(raw.get("trial"), "trial"), overrides=_overrides(raw.get("overrides")),
         resources=_resources(raw.get("resources")), max_concurrent=_opt_int(raw, "max_concurrent", 1),
         executor=str(raw.get("executor", "train")), max_failures=_opt_int(raw, "max_failures", 0) or 0,
-        share_data=bool(raw.get("share_data", True)))
+        share_data=bool(raw.get("share_data", True)),
+        golden_add=_golden_add(raw.get("golden_add")))
     if spec.executor not in EXECUTORS:
         raise LnlError(f"executor must be one of {', '.join(EXECUTORS)}, got '{spec.executor}'")
     if spec.resources.num_workers > 1 and spec.executor != "train":
         raise LnlError(f"resources.num_workers {spec.resources.num_workers} trains data-parallel through Ray "
                        "Train; use executor: train (or num_workers: 1)")
+    strays = [m for m in spec.golden_add if m not in spec.methods]
+    if strays:
+        raise LnlError(f"golden_add: {', '.join(strays)} not among the grid's methods; add them to methods:")
     taken = sorted(set(spec.trial) & set(_FROM_GRID))
     if taken:
         raise LnlError(f"trial: {', '.join(taken)} are set by the grid itself (use its own keys)")
     return spec
+
+
+def _golden_add(value: Any) -> tuple[str, ...]:
+    """The methods that also run with the golden set added to their training data (none by default)."""
+    return () if value in (None, []) else _names(value, METHODS, "golden_add")
 
 
 def _as_list(value: Any, key: str) -> list[Any]:
@@ -308,7 +322,7 @@ def expand(spec: GridSpec, out_dir: str | None = None) -> list[Cell]:
     out = out_dir or trials_dir(spec)
     cells: dict[str, Cell] = {}
     for dataset in spec.datasets:
-        for method in spec.methods:
+        for method, add in [(m, False) for m in spec.methods] + [(m, True) for m in spec.golden_add]:
             for setting in spec.noise:
                 if setting.datasets and dataset not in setting.datasets:
                     continue
@@ -319,7 +333,7 @@ def expand(spec: GridSpec, out_dir: str | None = None) -> list[Cell]:
                                 **spec.trial, "method": method, "dataset": dataset, "noise": noise,
                                 "rate": rate, "seed": seed, "preset": spec.preset, "epochs": spec.epochs,
                                 "subset": spec.subset, "hparams": dict(spec.overrides.get(method, {})),
-                                "noise_options": dict(opts), "out_dir": out})
+                                "noise_options": dict(opts), "out_dir": out, "golden_add": add})
                             try:
                                 tid = resolve(cfg).trial_id
                             except LnlError as exc:
