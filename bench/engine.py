@@ -32,7 +32,7 @@ from .contract import MethodContext, TrainSet
 from .data import TrialData, intended_flip_rate, prepare
 from .distributed import Dist, modules_of
 from .errors import LnlError
-from .files import atomic_write
+from .files import atomic_write, writable_dir
 from .metrics import score_selection
 from .registry import noise_label
 from .results import (
@@ -214,7 +214,9 @@ class Trial:
         self.write("running")
         for epoch in range(start, self.trial.hparams.epochs):
             t0 = time.perf_counter()
+            self.ctx.begin_epoch()
             logs = self.method.train_epoch(epoch)
+            check_finite(self.ctx, self.method, epoch, logs or {})
             if self.dist.active:  # ranks' batch-norm statistics, averaged
                 self.dist.sync_buffers(modules_of(self.method))
             if self.device.type == "cuda":
@@ -274,6 +276,32 @@ class Trial:
         return result
 
 
+class NonFiniteError(RuntimeError):
+    """Training diverged: a loss or a parameter is NaN or infinite (the trial fails, the grid goes on)."""
+
+
+def check_finite(ctx: MethodContext, method: Any, epoch: int, logs: dict[str, Any]) -> None:
+    """Fail the trial if this epoch's loss or the method's parameters are not finite.
+
+    Checked once per epoch (two host syncs), never per step: :meth:`MethodContext.step` flags the first
+    non-finite loss on the device; a method that steps by itself is caught by its logged loss or its
+    parameters (then the step is unknown). The message names the epoch and the step.
+    """
+    step = ctx.first_nonfinite_step()
+    where = f"epoch {epoch}, step {step} of {ctx.steps}" if step else f"epoch {epoch} (after {ctx.steps} steps)"
+    hint = "training diverged; lower the learning rate (--hp lr=...) or check the data"
+    if step is not None:
+        raise NonFiniteError(f"non-finite loss at {where}: {hint}")
+    for key, val in logs.items():
+        if isinstance(val, torch.Tensor) and val.numel() != 1:
+            continue
+        if isinstance(val, (float, int, np.generic, torch.Tensor)) and not np.isfinite(float(val)):
+            raise NonFiniteError(f"non-finite {key} ({float(val)}) logged at {where}: {hint}")
+    params = [p.detach() for m in modules_of(method) for p in m.parameters()]
+    if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        raise NonFiniteError(f"non-finite parameters after {where}: {hint}")
+
+
 def build_trial(config: TrialConfig | dict[str, Any], load: DatasetLoader | None = None) -> Trial:
     """A trial built (data on its device, the method constructed, its folder made) but not run."""
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
@@ -299,6 +327,7 @@ def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = Fa
     if note:  # the preset does not cover this cell: say so once, as result.json does
         print(f"lnlbench: note: {cfg.method}'s '{trial.preset}' recipe has no entry for {note}; using "
               f"{', '.join(trial.recipe['applied']) or 'no'} entries and the defaults", file=sys.stderr)
+    writable_dir(cfg.out_dir)  # a folder it cannot write is an error now, not in the failure handler
     state = Trial(trial, on_epoch_end, load)
     try:
         return state.run()

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ import yaml
 
 from lnlbench.config import TrialConfig, parse_noise, resolve
 from lnlbench.errors import LnlError, unknown_keys
+from lnlbench.files import absolute, writable_dir
 from lnlbench.registry import DATASETS, METHODS, NOISE
 
 from .resources import Resources
@@ -292,7 +292,7 @@ def resolve_storage(storage: str, base: Path | None = None) -> str:
     elif "://" in s:
         return s.rstrip("/")
     p = Path(s).expanduser()
-    return str(p if p.is_absolute() else (base or Path.cwd()) / p)
+    return str(absolute(p if p.is_absolute() else (base or Path.cwd()) / p))
 
 
 # -- expansion ---------------------------------------------------------------------------------------
@@ -342,12 +342,4 @@ def check_writable(storage: str) -> None:
     """A local run folder must be creatable and writable (a URI is checked by Ray when the run starts)."""
     if "://" in storage:
         return
-    path = Path(storage)
-    probe = path / f".lnlbench-write-test-{uuid.uuid4().hex[:8]}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise LnlError(f"storage path {storage} is not writable ({exc.strerror or exc}); "
-                       "set storage: to a folder you can write") from None
+    writable_dir(storage, "storage path")
