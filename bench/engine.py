@@ -29,7 +29,7 @@ from lnlbench.datasets.augment import Augmenter
 
 from .config import ResolvedTrial, TrialConfig, resolve, resolve_amp
 from .contract import MethodContext, TrainSet
-from .data import TrialData, intended_flip_rate, prepare
+from .data import TrialData, intended_flip_rate, per_class, prepare
 from .distributed import Dist, modules_of
 from .errors import LnlError
 from .files import atomic_write, writable_dir
@@ -260,7 +260,9 @@ class Trial:
             num_classes=d.info.num_classes, image_shape=list(d.info.image_shape), subset=t.subset,
             source=d.info.source, test_subset=t.test_subset, augment=t.augment,
             n_clean_val=0 if d.info.y_val is None else int(len(d.info.y_val)),
-            transition=np.round(d.transition, 6).tolist())
+            transition=np.round(d.transition, 6).tolist(),
+            train_per_class=per_class(d.info.y_train, d.info.num_classes),
+            test_per_class=per_class(d.info.y_test, d.info.num_classes))
         result = TrialResult(
             trial_id=t.trial_id, status=status, error=error, config=t.config.to_dict(), method=t.config.method,
             dataset=t.config.dataset, noise=noise, noise_label=noise_label(t.noise_name, t.noise_options, t.config.rate),
