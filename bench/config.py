@@ -16,8 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LnlError, unknown_keys
-from .hparams import Protocol, RecipeLookup, build_hparams, check_presets, check_waiting, lookup_recipe
-from .registry import DATASETS, METHODS, NOISE
+from .hparams import (
+    Protocol,
+    RecipeLookup,
+    build_hparams,
+    check_presets,
+    check_ranges,
+    check_waiting,
+    lookup_recipe,
+)
+from .registry import DATASETS, METHODS, MODELS, NOISE
 
 
 @dataclass(frozen=True)
@@ -191,6 +199,9 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
     if config.epochs is not None:
         over["epochs"] = config.epochs
     hp = build_hparams(method_cls.Hparams, over)
+    check_ranges(hp)
+    if isinstance(getattr(hp, "model", None), str):
+        MODELS.get(hp.model)  # an unknown network fails here (and a grid's --dry-run), not inside the trial
     identity = {
         "method": config.method, "dataset": config.dataset, "noise": noise_name, "noise_options": noise_opts,
         "rate": config.rate, "seed": config.seed, "preset": preset, "hparams": dataclasses.asdict(hp),

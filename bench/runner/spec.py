@@ -171,8 +171,18 @@ def _as_list(value: Any, key: str) -> list[Any]:
     return items
 
 
+def _no_repeats(values: Any, key: str) -> None:
+    """One rule for every axis of a grid (seeds, methods, datasets, rates, variants): a repeat is an error."""
+    seen: set[Any] = set()
+    for v in values:
+        if v in seen:
+            raise LnlError(f"{key} lists {v!r} twice; give each value once")
+        seen.add(v)
+
+
 def _names(value: Any, registry: Any, key: str) -> tuple[str, ...]:
     names = tuple(str(v) for v in _as_list(value, key))
+    _no_repeats(names, key)
     for n in names:
         registry.get(n)  # unknown → one-line error with the known names
     return names
@@ -205,12 +215,14 @@ def _noise(item: Any) -> NoiseSetting:
     checked: tuple[float | None, ...] = (None,)
     if not fixed:
         checked = tuple(_rate(name, r) for r in _as_list(rates, "rates"))
+        _no_repeats(checked, f"noise '{name}' rates")
     variants = item.get("variants")
     datasets = tuple(_names(item["datasets"], DATASETS, "datasets")) if item.get("datasets") else ()
     opts = _mapping(item.get("options"), f"noise '{name}' options")
     if variants:
         if ":" in name:
             raise LnlError(f"noise '{name}': give either name:variant or variants, not both")
+        _no_repeats([str(v) for v in _as_list(variants, "variants")], f"noise '{name}' variants")
         for v in _as_list(variants, "variants"):
             parse_noise(f"{name}:{v}", opts)
         return NoiseSetting(name, checked, datasets, opts, tuple(str(v) for v in variants))
@@ -234,7 +246,7 @@ def _seeds(value: Any) -> tuple[int, ...]:
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise LnlError(f"seeds must be non-negative integers, got {value!r}")
     if len(set(seeds)) != len(seeds):
-        raise LnlError(f"seeds has duplicates: {value!r}")
+        raise LnlError(f"seeds has duplicates: {value!r}; give each value once")
     return tuple(seeds)
 
 
@@ -304,7 +316,7 @@ def noise_names(setting: NoiseSetting) -> list[tuple[str, dict[str, Any]]]:
 
 
 def expand(spec: GridSpec, out_dir: str | None = None) -> list[Cell]:
-    """Every cell of the grid, validated by :func:`resolve`, in a stable order, without duplicates."""
+    """Every cell of the grid, validated by :func:`resolve`, in a stable order; a repeated cell is an error."""
     out = out_dir or trials_dir(spec)
     cells: dict[str, Cell] = {}
     for dataset in spec.datasets:
@@ -324,7 +336,11 @@ def expand(spec: GridSpec, out_dir: str | None = None) -> list[Cell]:
                                 tid = resolve(cfg).trial_id
                             except LnlError as exc:
                                 raise LnlError(f"{method} on {dataset} with {noise}: {exc}") from None
-                            cells.setdefault(tid, Cell(tid, cfg.to_dict()))
+                            cell = Cell(tid, cfg.to_dict())
+                            if tid in cells:  # two noise entries that cover one setting
+                                raise LnlError(f"the grid lists the cell '{cell.label}' twice (trial {tid}); "
+                                               "remove the repeated noise entry or rate")
+                            cells[tid] = cell
     if not cells:
         raise LnlError("the grid has no cells (does every noise entry's datasets: list match a dataset?)")
     return list(cells.values())
