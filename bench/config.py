@@ -136,6 +136,12 @@ def _check_ranges(c: TrialConfig) -> None:
         raise LnlError(f"seed must be a non-negative integer, got {c.seed!r}")
 
 
+def _safe(text: str) -> str:
+    """``text`` with every character but letters, digits and ``-=._`` replaced by ``_``: a trial id is one
+    folder name, so an option value (a label file's path) can neither nest folders nor climb out (``/``)."""
+    return "".join(ch if ch.isalnum() or ch in "-=._" else "_" for ch in text)
+
+
 def _digest(payload: dict[str, Any]) -> str:
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
@@ -220,7 +226,7 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
         identity["amp"] = amp
     rate = "na" if config.rate is None else f"{config.rate:g}"
     variant = "-".join(f"{v}" for v in noise_opts.values())
-    tag = f"{noise_name}{'-' + variant if variant else ''}"
+    tag = _safe(f"{noise_name}{'-' + variant if variant else ''}")
     trial_id = f"{config.method}_{config.dataset}_{tag}_{rate}_s{config.seed}_{_digest(identity)[:8]}"
     return ResolvedTrial(config, method_cls, hp, preset, noise_name, noise_opts, subset, trial_id, augment,
                          test_subset, data_options, lookup.to_dict(), amp)

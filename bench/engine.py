@@ -27,12 +27,13 @@ import torch
 
 from lnlbench.datasets.augment import Augmenter
 
+from . import checkpoint
 from .config import ResolvedTrial, TrialConfig, resolve, resolve_amp
 from .contract import MethodContext, TrainSet
 from .data import TrialData, intended_flip_rate, per_class, prepare
 from .distributed import Dist, modules_of
 from .errors import LnlError
-from .files import atomic_write, writable_dir
+from .files import writable_dir
 from .metrics import score_selection
 from .registry import noise_label
 from .results import (
@@ -141,18 +142,18 @@ class Trial:
                  "history": json.dumps(self.history), "elapsed": self.elapsed, "rng": ranks[0]}
         if self.dist.active:
             state["rank_rng"] = ranks
-        atomic_write(self.ckpt_path, lambda f: torch.save(state, f))
+        checkpoint.save(self.ckpt_path, state)
 
     def load_checkpoint(self) -> int:
         """Restore from the trial's checkpoint; returns the next epoch to run (0 without one)."""
         if not self.cfg.resume:
             return 0
-        if self.dist.active:  # rank 0 reads its trial folder and sends the checkpoint to every rank
-            state = self.dist.broadcast_file(self.ckpt_path)
-        elif self.ckpt_path.exists():
-            state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
+        if self.dist.active:  # rank 0 reads its trial folder and sends the checkpoint's bytes to every rank
+            payload = checkpoint.load_good(self.ckpt_path)[1] if self.dist.is_main else None
+            payload = self.dist.broadcast_object(payload)
+            state = None if payload is None else checkpoint.parse(payload, "cpu", self.ckpt_path)
         else:
-            state = None
+            state = checkpoint.load_good(self.ckpt_path, self.device)[0]
         if state is None:
             return 0
         if state.get("trial_id") != self.trial.trial_id:
@@ -233,8 +234,8 @@ class Trial:
                 self.on_epoch_end(epoch, rec, self.ckpt_path)
         result = self.write("ok")
         self.event("end", epoch=len(self.history))
-        if self.dist.is_main and not self.cfg.keep_checkpoint and self.ckpt_path.exists():
-            self.ckpt_path.unlink()
+        if self.dist.is_main and not self.cfg.keep_checkpoint:
+            checkpoint.remove(self.ckpt_path)
         return result
 
     def event(self, kind: str, **extra: Any) -> None:
@@ -329,7 +330,9 @@ def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = Fa
     if note:  # the preset does not cover this cell: say so once, as result.json does
         print(f"lnlbench: note: {cfg.method}'s '{trial.preset}' recipe has no entry for {note}; using "
               f"{', '.join(trial.recipe['applied']) or 'no'} entries and the defaults", file=sys.stderr)
-    writable_dir(cfg.out_dir)  # a folder it cannot write is an error now, not in the failure handler
+    root = writable_dir(cfg.out_dir)  # a folder it cannot write is an error now, not in the failure handler
+    if not trial.trial_dir.resolve().is_relative_to(root.resolve()):  # a symlinked trial folder
+        raise LnlError(f"trial folder {trial.trial_dir} leads out of {root} (a symlink); remove the link")
     state = Trial(trial, on_epoch_end, load)
     try:
         return state.run()
