@@ -270,3 +270,45 @@ def test_checkpoint_with_a_pickled_callable_is_refused(tmp_path):
     res = run_trial(cfg)
     assert res["status"] == "failed" and "refusing to load checkpoint" in res["error"]["message"]
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "sidecar"])
+def test_damaged_noise_file_is_regenerated_identically(tmp_path, capsys, damage):
+    from pathlib import Path
+
+    first = run_trial(_cfg(tmp_path / "a", epochs=1, subset=4))
+    path = Path(first["noise"]["file"])
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:40])
+    else:
+        path.with_suffix(".json").write_text('{"sha256": "ab')
+    capsys.readouterr()
+    again = run_trial(_cfg(tmp_path / "b", epochs=1, subset=4))
+    assert f"noise file {path} is damaged" in capsys.readouterr().err
+    assert again["status"] == "ok" and again["noise"]["generated"] is True
+    assert again["noise"]["sha256"] == first["noise"]["sha256"]
+    assert run_trial(_cfg(tmp_path / "c", epochs=1, subset=4))["noise"]["generated"] is False  # whole again
+
+
+def test_regenerated_noise_must_match_the_recorded_hash(tmp_path):
+    import json
+    from pathlib import Path
+
+    first = run_trial(_cfg(tmp_path / "a", epochs=1, subset=4))
+    path = Path(first["noise"]["file"])
+    meta = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text(json.dumps({**meta, "sha256": "0" * 64}))  # as if the generator changed
+    res = run_trial(_cfg(tmp_path / "b", epochs=1, subset=4))
+    assert res["status"] == "failed" and "does not match the SHA-256 recorded" in res["error"]["message"]
+
+
+def test_same_seed_same_noise_and_metrics_other_seed_other_noise(tmp_path):
+    torch.use_deterministic_algorithms(True)
+    try:  # each run its own noise cache (data_root), so the second generates its labels again
+        a, b, c = (run_trial(_cfg(tmp_path / k, epochs=2, seed=s, data_root=str(tmp_path / k / "data")))
+                   for k, s in (("a", 0), ("b", 0), ("c", 1)))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert a["noise"]["generated"] and b["noise"]["generated"] and a["noise"]["file"] != b["noise"]["file"]
+    assert a["noise"]["sha256"] == b["noise"]["sha256"] != c["noise"]["sha256"]
+    assert _strip(a["history"]) == _strip(b["history"]) and a["best_acc"] == b["best_acc"]
