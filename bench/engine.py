@@ -340,8 +340,13 @@ def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = Fa
     # epoch, which ``lnlbench status`` reports as resumable, and the next run resumes from the checkpoint.
     except Exception as exc:  # the failure goes into the result; the grid goes on
         err = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
-        result = state.write("failed", err)
-        state.event("failed", error=f"{type(exc).__name__}: {exc}")
+        try:
+            result = state.write("failed", err)
+            state.event("failed", error=f"{type(exc).__name__}: {exc}")
+        except OSError as again:  # e.g. the disk is still full: say so; the checkpoint is kept for a resume
+            print(f"lnlbench: warning: trial {trial.trial_id} failed ({type(exc).__name__}: {exc}) and its "
+                  f"failure could not be recorded ({again}); resume it once the cause is fixed", file=sys.stderr)
+            result = {"schema": SCHEMA, "trial_id": trial.trial_id, "status": "failed", "error": err}
         if raise_on_error:
             raise
         return result

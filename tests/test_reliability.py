@@ -312,3 +312,43 @@ def test_same_seed_same_noise_and_metrics_other_seed_other_noise(tmp_path):
     assert a["noise"]["generated"] and b["noise"]["generated"] and a["noise"]["file"] != b["noise"]["file"]
     assert a["noise"]["sha256"] == b["noise"]["sha256"] != c["noise"]["sha256"]
     assert _strip(a["history"]) == _strip(b["history"]) and a["best_acc"] == b["best_acc"]
+
+
+def test_disk_full_writing_result_json_fails_the_trial_and_a_resume_finishes_it(tmp_path, monkeypatch):
+    import errno
+    import json
+
+    import lnlbench.engine as engine
+
+    whole = run_trial(_cfg(tmp_path / "a", epochs=3))
+    real, calls = engine.write_json, {"n": 0}
+
+    def full_disk(path, payload):
+        if payload["status"] == "ok" and calls["n"] == 0:  # the final write meets a full disk, once
+            calls["n"] += 1
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, payload)
+
+    monkeypatch.setattr(engine, "write_json", full_disk)
+    cfg = _cfg(tmp_path / "b", epochs=3)
+    res = run_trial(cfg)
+    assert res["status"] == "failed" and "No space left on device" in res["error"]["message"]
+    folder = tmp_path / "b" / "trials" / res["trial_id"]
+    on_disk = json.loads((folder / "result.json").read_text())
+    assert on_disk["status"] == "failed" and "No space left" in on_disk["error"]["message"]
+    assert (folder / "checkpoint.pt").exists() and len(on_disk["history"]) == 3  # nothing lost
+    done = run_trial(cfg)  # the resume: every epoch is in the checkpoint, only the record is written
+    assert done["status"] == "ok" and _strip(done["history"]) == _strip(whole["history"])
+
+
+def test_failure_that_cannot_be_recorded_is_reported(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import lnlbench.engine as engine
+
+    def always_full(path, payload):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(engine, "write_json", always_full)
+    res = run_trial(_cfg(tmp_path, epochs=1, subset=4))
+    assert res["status"] == "failed" and "could not be recorded" in capsys.readouterr().err
