@@ -352,3 +352,31 @@ def test_failure_that_cannot_be_recorded_is_reported(tmp_path, monkeypatch, caps
     monkeypatch.setattr(engine, "write_json", always_full)
     res = run_trial(_cfg(tmp_path, epochs=1, subset=4))
     assert res["status"] == "failed" and "could not be recorded" in capsys.readouterr().err
+
+
+# -- one driver per run folder -----------------------------------------------------------------------------
+def test_second_driver_refuses_naming_the_first(tmp_path, capsys):
+    import json
+    import os
+    import socket
+    import subprocess
+
+    from lnlbench.runner.lock import LOCK_FILE, acquire, driver_lock, release
+
+    with driver_lock(tmp_path) as held:
+        assert json.loads(held.read_text())["pid"] == os.getpid()
+        with pytest.raises(LnlError, match=f"pid {os.getpid()} on {socket.gethostname()}"):
+            acquire(tmp_path)
+        # the CLI: one line, exit 2, before Ray starts (the grid's storage is this folder)
+        err = _one_line(capsys, ["run", _grid_file(tmp_path, storage=str(tmp_path))])
+        assert "another lnlbench driver is running this grid" in err and LOCK_FILE in err
+    assert not (tmp_path / LOCK_FILE).exists()  # released
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": gone.pid}))
+    path = acquire(tmp_path)  # stale: its process is gone
+    assert "stale driver lock" in capsys.readouterr().err
+    release(path)
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"host": "elsewhere-node", "pid": 1, "started": "t"}))
+    with pytest.raises(LnlError, match="pid 1 on elsewhere-node .*delete the lock if that driver is gone"):
+        acquire(tmp_path)
