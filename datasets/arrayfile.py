@@ -189,7 +189,7 @@ def check_npz(path: Path, what: str = "array file") -> None:
         return  # a single .npy array: the caller says what it expected
     if head[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
         kind = "a text file" if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "another format"
-        raise LnlError(f"{what} {path} is not an npz archive ({kind}); write it with numpy.savez")
+        raise LnlError(f"cannot read {what} {path}: it is not an npz archive ({kind}); write it with numpy.savez")
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

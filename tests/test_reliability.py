@@ -380,3 +380,28 @@ def test_second_driver_refuses_naming_the_first(tmp_path, capsys):
     (tmp_path / LOCK_FILE).write_text(json.dumps({"host": "elsewhere-node", "pid": 1, "started": "t"}))
     with pytest.raises(LnlError, match="pid 1 on elsewhere-node .*delete the lock if that driver is gone"):
         acquire(tmp_path)
+
+
+def test_cifar100_pickles_cannot_run_code(tmp_path):
+    import os
+    import pickle
+
+    import numpy as np
+
+    from lnlbench.datasets.cifar import _read_coarse
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for name, obj in (("train", {"coarse_labels": [1, 2], "data": np.zeros((2, 3), np.uint8)}),
+                      ("test", {"coarse_labels": [0]}), ("meta", {"coarse_label_names": ["a", "b", "c"]})):
+        (tmp_path / name).write_bytes(pickle.dumps(obj))
+    y_train, y_test, names = _read_coarse(tmp_path)  # the official shape of data still reads
+    assert y_train.tolist() == [1, 2] and names == ["a", "b", "c"]
+    (tmp_path / "test").write_bytes(pickle.dumps({"coarse_labels": Evil()}))
+    with pytest.raises(LnlError, match="refusing global"):
+        _read_coarse(tmp_path)
+    assert not marker.exists()

@@ -355,7 +355,11 @@ def trials_dir(spec: GridSpec) -> str:
 
 
 def check_writable(storage: str) -> None:
-    """A local run folder must be creatable and writable (a URI is checked by Ray when the run starts)."""
+    """A local run folder must be creatable and writable, a URI reachable with its bucket (both with a
+    probe file), before any trial starts."""
     if "://" in storage:
+        from .storage import check_reachable
+
+        check_reachable(storage)
         return
     writable_dir(storage, "storage path")
