@@ -3,10 +3,10 @@
 Every method and every rerun of a cell reads the same file, so methods are compared on identical labels.
 The file name carries a fingerprint of the clean training labels (and their original indices), so a
 subset or a different array file never reuses another set's noise. On reuse the labels' hash is checked
-against the one recorded beside them. A file that is not whole (cut short, a changed byte, an unreadable
-sidecar) is discarded with a warning and regenerated from its seed; the regenerated labels must match the
-recorded hash (if the sidecar is readable), else it is an error: methods are never compared on different
-labels silently.
+against the one recorded beside them: a readable file whose labels do not match is an error (tampered, or
+another generator), never a silent regeneration. A file that is not whole (cut short by a crash or a full
+disk: unreadable, or an unreadable sidecar) is discarded with a warning and regenerated from its seed; the
+regenerated labels must match the recorded hash where it is readable, else it is an error.
 """
 from __future__ import annotations
 
@@ -87,8 +87,8 @@ def _load(path: Path, data: DatasetInfo) -> tuple[NoisyLabels, str]:
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise _Damaged(f"unreadable: {type(exc).__name__}") from None
     sha = labels_sha256(labels)
-    if sha != recorded:
-        raise _Damaged("its labels do not match the recorded SHA-256")
+    if sha != recorded:  # whole but changed: tampered or another generator, never replaced silently
+        raise LnlError(f"noise file {path} does not match its recorded SHA-256; delete it to regenerate")
     if len(labels) != len(data.y_train):
         raise LnlError(f"noise file {path} has {len(labels)} labels for {len(data.y_train)} samples; "
                        "delete it to regenerate")

@@ -298,7 +298,10 @@ def test_regenerated_noise_must_match_the_recorded_hash(tmp_path):
     path = Path(first["noise"]["file"])
     meta = json.loads(path.with_suffix(".json").read_text())
     path.with_suffix(".json").write_text(json.dumps({**meta, "sha256": "0" * 64}))  # as if the generator changed
-    res = run_trial(_cfg(tmp_path / "b", epochs=1, subset=4))
+    res = run_trial(_cfg(tmp_path / "b", epochs=1, subset=4))  # whole but not matching: refused, as ever
+    assert res["status"] == "failed" and "does not match its recorded SHA-256" in res["error"]["message"]
+    path.write_bytes(path.read_bytes()[:40])  # cut short: regenerated, and the new labels must match
+    res = run_trial(_cfg(tmp_path / "c", epochs=1, subset=4))
     assert res["status"] == "failed" and "does not match the SHA-256 recorded" in res["error"]["message"]
 
 
