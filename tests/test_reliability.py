@@ -364,7 +364,7 @@ def test_second_driver_refuses_naming_the_first(tmp_path, capsys):
     import socket
     import subprocess
 
-    from lnlbench.runner.lock import LOCK_FILE, acquire, driver_lock, release
+    from lnlbench.runner.lock import LOCK_FILE, acquire, describe, driver_lock, release
 
     with driver_lock(tmp_path) as held:
         assert json.loads(held.read_text())["pid"] == os.getpid()
@@ -373,10 +373,12 @@ def test_second_driver_refuses_naming_the_first(tmp_path, capsys):
         # the CLI: one line, exit 2, before Ray starts (the grid's storage is this folder)
         err = _one_line(capsys, ["run", _grid_file(tmp_path, storage=str(tmp_path))])
         assert "another lnlbench driver is running this grid" in err and LOCK_FILE in err
+        assert describe(tmp_path).endswith("(running)") and f"pid {os.getpid()}" in describe(tmp_path)
     assert not (tmp_path / LOCK_FILE).exists()  # released
     gone = subprocess.Popen(["true"])
     gone.wait()
     (tmp_path / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": gone.pid}))
+    assert "stale: that process is gone" in describe(tmp_path)
     path = acquire(tmp_path)  # stale: its process is gone
     assert "stale driver lock" in capsys.readouterr().err
     release(path)

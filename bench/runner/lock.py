@@ -76,6 +76,21 @@ def acquire(folder: str | Path) -> Path:
     raise LnlError(f"cannot take the driver lock {path}: another driver took it at the same moment")
 
 
+def describe(folder: str | Path) -> str | None:
+    """The line ``lnlbench status`` prints about the run folder's driver, or None without a lock."""
+    path = Path(folder) / LOCK_FILE
+    if not path.exists():
+        return None
+    held = _holder(path)
+    if held is None:
+        return f"driver: unreadable lock {path} (stale; the next run replaces it)"
+    if held.get("host") != socket.gethostname():
+        state = "on another host; not checked from here"
+    else:
+        state = "stale: that process is gone; the next run replaces the lock" if _stale(held) else "running"
+    return f"driver: pid {held.get('pid')} on {held.get('host')} since {held.get('started')} ({state})"
+
+
 def release(path: Path) -> None:
     """Remove the lock if it is still this process's."""
     held = _holder(path)
