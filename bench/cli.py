@@ -8,6 +8,7 @@ import sys
 from .aggregate.cli import COMMANDS as AGGREGATE_COMMANDS
 from .command import Command
 from .errors import LnlError
+from .files import writable_dir
 from .runner.cli import COMMANDS as RUNNER_COMMANDS
 
 
@@ -56,12 +57,13 @@ def cmd_trial(args: argparse.Namespace) -> int:
         amp=args.amp, channels_last=args.channels_last, compile=args.compile, resume=not args.restart,
         keep_checkpoint=args.keep_checkpoint)
     total = resolve(cfg).hparams.epochs  # raises a configuration error before anything runs
+    out = writable_dir(args.out, "--out folder")
     progress = TrialProgress(total, f"{cfg.method} {cfg.dataset}", mode=args.progress)
     try:
         res = run_trial(cfg, on_epoch_end=progress)
     finally:
         progress.close()
-    where = f"{args.out}/{res['trial_id']}/result.json"
+    where = out / res["trial_id"] / "result.json"
     if res["status"] != "ok":
         print(f"lnlbench: trial failed: {res['error']['type']}: {res['error']['message']} ({where})",
               file=sys.stderr)

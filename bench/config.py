@@ -16,8 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LnlError, unknown_keys
-from .hparams import Protocol, RecipeLookup, build_hparams, check_presets, check_waiting, lookup_recipe
-from .registry import DATASETS, METHODS, NOISE
+from .hparams import (
+    Protocol,
+    RecipeLookup,
+    build_hparams,
+    check_presets,
+    check_ranges,
+    check_waiting,
+    lookup_recipe,
+)
+from .registry import DATASETS, METHODS, MODELS, NOISE
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,12 @@ def _golden(config: TrialConfig, method_cls: type, lookup: RecipeLookup,
     return n, "context" if declared else "add" if config.golden_add else "withheld"
 
 
+def _safe(text: str) -> str:
+    """``text`` with every character but letters, digits and ``-=._`` replaced by ``_``: a trial id is one
+    folder name, so an option value (a label file's path) can neither nest folders nor climb out (``/``)."""
+    return "".join(ch if ch.isalnum() or ch in "-=._" else "_" for ch in text)
+
+
 def _digest(payload: dict[str, Any]) -> str:
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
@@ -236,6 +250,9 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
     if config.epochs is not None:
         over["epochs"] = config.epochs
     hp = build_hparams(method_cls.Hparams, over)
+    check_ranges(hp)
+    if isinstance(getattr(hp, "model", None), str):
+        MODELS.get(hp.model)  # an unknown network fails here (and a grid's --dry-run), not inside the trial
     identity = {
         "method": config.method, "dataset": config.dataset, "noise": noise_name, "noise_options": noise_opts,
         "rate": config.rate, "seed": config.seed, "preset": preset, "hparams": dataclasses.asdict(hp),
@@ -259,7 +276,7 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
             identity["golden_add"] = True
     rate = "na" if config.rate is None else f"{config.rate:g}"
     variant = "-".join(f"{v}" for v in noise_opts.values())
-    tag = f"{noise_name}{'-' + variant if variant else ''}"
+    tag = _safe(f"{noise_name}{'-' + variant if variant else ''}")
     trial_id = f"{config.method}_{config.dataset}_{tag}_{rate}_s{config.seed}_{_digest(identity)[:8]}"
     return ResolvedTrial(config, method_cls, hp, preset, noise_name, noise_opts, subset, trial_id, augment,
                          test_subset, data_options, lookup.to_dict(), amp, golden, golden_use)

@@ -82,6 +82,20 @@ class MethodContext:
         # priors of the labels before noise), computed by the harness: protocol knowledge of the same kind
         # (asymmetric 0.4 on CIFAR-10 flips ≈ 20 %, symmetric 0.5 on 10 classes 45 %); None where unknown.
         self.flip_rate_hint = flip_rate_hint
+        # Optimizer steps of the current epoch and the first whose loss was not finite (-1: none). The flag
+        # stays on the device, so :meth:`step` adds no host sync; the engine reads it once per epoch.
+        self.steps = 0
+        self._first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)
+
+    def begin_epoch(self) -> None:
+        """Reset the step count and the non-finite flag (the engine calls it before each epoch)."""
+        self.steps = 0
+        self._first_nonfinite.fill_(-1)
+
+    def first_nonfinite_step(self) -> int | None:
+        """The 1-based step of this epoch whose loss was first NaN/inf, or None (one host sync)."""
+        step = int(self._first_nonfinite.item())
+        return None if step < 0 else step
 
     # -- data --------------------------------------------------------------------------------------
     def augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,7 +158,12 @@ class MethodContext:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """zero_grad, backward and step, through the GradScaler when training in fp16."""
+        """zero_grad, backward and step, through the GradScaler when training in fp16.
+
+        Also counts the step and flags (on the device, without a sync) the first with a non-finite loss."""
+        self.steps += 1
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._first_nonfinite.masked_fill_(bad & self._first_nonfinite.lt(0), self.steps)
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()

@@ -5,6 +5,7 @@ ground truth: the engine uses them to score, and never puts them in a method's c
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,22 @@ def stratified_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarr
     return np.sort(np.concatenate(picks))
 
 
+def per_class(labels: np.ndarray, num_classes: int) -> list[int]:
+    """Images per class (what result.json records as ``train_per_class`` / ``test_per_class``)."""
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).tolist()
+
+
+def warn_short_classes(labels: np.ndarray, asked: int, num_classes: int, option: str, part: str) -> None:
+    """Warn (stderr) when a per-class subset asks for more images than a class has: all of it is kept."""
+    counts = per_class(labels, num_classes)
+    short = [(c, n) for c, n in enumerate(counts) if n < asked]
+    if short:
+        listed = ", ".join(f"{c} ({n})" for c, n in short[:5]) + (" ..." if len(short) > 5 else "")
+        print(f"lnlbench: warning: {option} {asked} per class is more than {len(short)} {part} class(es) hold: "
+              f"{listed}; all of each is used (result.json records the real counts per class)",
+              file=sys.stderr)
+
+
 def validation_split(noisy: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split positions into (train, val), stratified by the *noisy* labels (the only ones a user has)."""
     if fraction <= 0:
@@ -121,8 +138,10 @@ def prepare(trial: ResolvedTrial, load: DatasetLoader | None = None) -> TrialDat
     info = (load or load_dataset)(cfg.dataset, cfg.data_root, cfg.data_file, cfg.download,
                                   trial.data_options or None)
     if trial.subset is not None:
+        warn_short_classes(info.y_train, trial.subset, info.num_classes, "subset", "training")
         info = info.select_train(stratified_subset(info.y_train, trial.subset, cfg.subset_seed))
     if trial.test_subset is not None:  # a fixed stratified part of the test set, the same for every trial
+        warn_short_classes(info.y_test, trial.test_subset, info.num_classes, "test_subset", "test")
         info = info.select_test(stratified_subset(info.y_test, trial.test_subset, TEST_SUBSET_SEED))
     root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
     noisy, record = noisy_labels_for(info, trial.noise_name, trial.noise_options, cfg.rate, cfg.seed, root)

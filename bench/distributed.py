@@ -24,7 +24,6 @@ with ``num_workers > 1`` sets one up: gloo on CPU, NCCL on GPU) and then trains 
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from typing import Any
 
@@ -137,18 +136,6 @@ class Dist:
         out: list[Any] = [None] * self.world
         torch.distributed.all_gather_object(out, obj)
         return out
-
-    def broadcast_file(self, path) -> dict | None:
-        """Rank 0's torch-saved file (or None if it has none), loaded on every rank (CPU tensors)."""
-        from pathlib import Path
-
-        data = None
-        if self.is_main and Path(path).exists():
-            data = Path(path).read_bytes()
-        data = self.broadcast_object(data)
-        if data is None:
-            return None
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
     def barrier(self) -> None:
         if self.active:

@@ -27,12 +27,13 @@ import torch
 
 from lnlbench.datasets.augment import Augmenter
 
+from . import checkpoint
 from .config import ResolvedTrial, TrialConfig, resolve, resolve_amp
 from .contract import MethodContext, TrainSet
-from .data import TrialData, intended_flip_rate, prepare
+from .data import TrialData, intended_flip_rate, per_class, prepare
 from .distributed import Dist, modules_of
 from .errors import LnlError
-from .files import atomic_write
+from .files import writable_dir
 from .metrics import score_selection
 from .registry import noise_label
 from .results import (
@@ -144,18 +145,18 @@ class Trial:
                  "history": json.dumps(self.history), "elapsed": self.elapsed, "rng": ranks[0]}
         if self.dist.active:
             state["rank_rng"] = ranks
-        atomic_write(self.ckpt_path, lambda f: torch.save(state, f))
+        checkpoint.save(self.ckpt_path, state)
 
     def load_checkpoint(self) -> int:
         """Restore from the trial's checkpoint; returns the next epoch to run (0 without one)."""
         if not self.cfg.resume:
             return 0
-        if self.dist.active:  # rank 0 reads its trial folder and sends the checkpoint to every rank
-            state = self.dist.broadcast_file(self.ckpt_path)
-        elif self.ckpt_path.exists():
-            state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
+        if self.dist.active:  # rank 0 reads its trial folder and sends the checkpoint's bytes to every rank
+            payload = checkpoint.load_good(self.ckpt_path)[1] if self.dist.is_main else None
+            payload = self.dist.broadcast_object(payload)
+            state = None if payload is None else checkpoint.parse(payload, "cpu", self.ckpt_path)
         else:
-            state = None
+            state = checkpoint.load_good(self.ckpt_path, self.device)[0]
         if state is None:
             return 0
         if state.get("trial_id") != self.trial.trial_id:
@@ -221,7 +222,9 @@ class Trial:
         self.write("running")
         for epoch in range(start, self.trial.hparams.epochs):
             t0 = time.perf_counter()
+            self.ctx.begin_epoch()
             logs = self.method.train_epoch(epoch)
+            check_finite(self.ctx, self.method, epoch, logs or {})
             if self.dist.active:  # ranks' batch-norm statistics, averaged
                 self.dist.sync_buffers(modules_of(self.method))
             if self.device.type == "cuda":
@@ -238,8 +241,8 @@ class Trial:
                 self.on_epoch_end(epoch, rec, self.ckpt_path)
         result = self.write("ok")
         self.event("end", epoch=len(self.history))
-        if self.dist.is_main and not self.cfg.keep_checkpoint and self.ckpt_path.exists():
-            self.ckpt_path.unlink()
+        if self.dist.is_main and not self.cfg.keep_checkpoint:
+            checkpoint.remove(self.ckpt_path)
         return result
 
     def event(self, kind: str, **extra: Any) -> None:
@@ -265,7 +268,9 @@ class Trial:
             num_classes=d.info.num_classes, image_shape=list(d.info.image_shape), subset=t.subset,
             source=d.info.source, test_subset=t.test_subset, augment=t.augment,
             n_clean_val=0 if d.info.y_val is None else int(len(d.info.y_val)),
-            transition=np.round(d.transition, 6).tolist())
+            transition=np.round(d.transition, 6).tolist(),
+            train_per_class=per_class(d.info.y_train, d.info.num_classes),
+            test_per_class=per_class(d.info.y_test, d.info.num_classes))
         result = TrialResult(
             trial_id=t.trial_id, status=status, error=error, config=t.config.to_dict(), method=t.config.method,
             dataset=t.config.dataset, noise=noise, noise_label=noise_label(t.noise_name, t.noise_options, t.config.rate),
@@ -285,6 +290,32 @@ def golden_fields(t: ResolvedTrial, d: TrialData | None) -> dict[str, Any] | Non
         return None
     return {"per_class": t.golden_per_class, "use": t.golden_use,
             "n": None if d is None else int(len(d.golden_idx))}
+
+
+class NonFiniteError(RuntimeError):
+    """Training diverged: a loss or a parameter is NaN or infinite (the trial fails, the grid goes on)."""
+
+
+def check_finite(ctx: MethodContext, method: Any, epoch: int, logs: dict[str, Any]) -> None:
+    """Fail the trial if this epoch's loss or the method's parameters are not finite.
+
+    Checked once per epoch (two host syncs), never per step: :meth:`MethodContext.step` flags the first
+    non-finite loss on the device; a method that steps by itself is caught by its logged loss or its
+    parameters (then the step is unknown). The message names the epoch and the step.
+    """
+    step = ctx.first_nonfinite_step()
+    where = f"epoch {epoch}, step {step} of {ctx.steps}" if step else f"epoch {epoch} (after {ctx.steps} steps)"
+    hint = "training diverged; lower the learning rate (--hp lr=...) or check the data"
+    if step is not None:
+        raise NonFiniteError(f"non-finite loss at {where}: {hint}")
+    for key, val in logs.items():
+        if isinstance(val, torch.Tensor) and val.numel() != 1:
+            continue
+        if isinstance(val, (float, int, np.generic, torch.Tensor)) and not np.isfinite(float(val)):
+            raise NonFiniteError(f"non-finite {key} ({float(val)}) logged at {where}: {hint}")
+    params = [p.detach() for m in modules_of(method) for p in m.parameters()]
+    if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        raise NonFiniteError(f"non-finite parameters after {where}: {hint}")
 
 
 def build_trial(config: TrialConfig | dict[str, Any], load: DatasetLoader | None = None) -> Trial:
@@ -320,6 +351,9 @@ def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = Fa
     if note:  # the preset does not cover this cell: say so once, as result.json does
         print(f"lnlbench: note: {cfg.method}'s '{trial.preset}' recipe has no entry for {note}; using "
               f"{', '.join(trial.recipe['applied']) or 'no'} entries and the defaults", file=sys.stderr)
+    root = writable_dir(cfg.out_dir)  # a folder it cannot write is an error now, not in the failure handler
+    if not trial.trial_dir.resolve().is_relative_to(root.resolve()):  # a symlinked trial folder
+        raise LnlError(f"trial folder {trial.trial_dir} leads out of {root} (a symlink); remove the link")
     state = Trial(trial, on_epoch_end, load)
     try:
         return state.run()
@@ -327,8 +361,13 @@ def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = Fa
     # epoch, which ``lnlbench status`` reports as resumable, and the next run resumes from the checkpoint.
     except Exception as exc:  # the failure goes into the result; the grid goes on
         err = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
-        result = state.write("failed", err)
-        state.event("failed", error=f"{type(exc).__name__}: {exc}")
+        try:
+            result = state.write("failed", err)
+            state.event("failed", error=f"{type(exc).__name__}: {exc}")
+        except OSError as again:  # e.g. the disk is still full: say so; the checkpoint is kept for a resume
+            print(f"lnlbench: warning: trial {trial.trial_id} failed ({type(exc).__name__}: {exc}) and its "
+                  f"failure could not be recorded ({again}); resume it once the cause is fixed", file=sys.stderr)
+            result = {"schema": SCHEMA, "trial_id": trial.trial_id, "status": "failed", "error": err}
         if raise_on_error:
             raise
         return result

@@ -18,7 +18,7 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> LnlError:
     """The error for an unknown registry name: lists the known names and the closest match."""
     known = sorted(known)
     close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = f"; did you mean '{close[0]}'?" if close else ";"
     listing = ", ".join(known) if known else "(none registered)"
     return LnlError(f"unknown {kind} '{name}'{hint} known {kind}s: {listing}")
 

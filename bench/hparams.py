@@ -32,7 +32,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import LnlError, unknown_keys
 
@@ -141,6 +141,12 @@ class TrainHparams:
     milestones: tuple[int, ...] = (150,)  # epochs at which the step schedule multiplies lr by gamma
     gamma: float = 0.1
     eta_min: float = 0.0  # cosine floor
+
+    # Fields (where the class has them) that must be > 0, and numbers that are probabilities or momenta in
+    # [0, 1]; :func:`check_ranges` checks them when a trial resolves. A method's Hparams may extend either.
+    POSITIVE: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "lr")
+    PROBABILITIES: ClassVar[tuple[str, ...]] = ("momentum", "p_threshold", "forget_rate", "ema_alpha",
+                                                "target_momentum", "k", "q")
 
 
 def make_sgd(params, hp: TrainHparams) -> torch.optim.SGD:
@@ -275,6 +281,25 @@ def check_waiting(method: str, waiting: Mapping[str, str], dataset: str, noise: 
     for key in _cell_keys(dataset, noise, rate):
         if key in waiting:
             raise LnlError(f"{method}'s recipe for '{key}' cannot run yet: {waiting[key]}")
+
+
+def check_ranges(hp: Any) -> None:
+    """One-line errors for out-of-range hyperparameters (batch 0, lr ≤ 0, a probability above 1), at
+    resolve time: a grid that cannot run fails its ``--dry-run``, not inside a trial."""
+    names = {f.name for f in dataclasses.fields(hp)}
+    for key in getattr(hp, "POSITIVE", ()):
+        val = getattr(hp, key, None)
+        if key not in names or val is None:
+            continue
+        whole = key in ("epochs", "batch_size")
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or val <= 0 or (whole and val != int(val)):
+            kind = "a positive integer" if whole else "a positive number"
+            raise LnlError(f"hyperparameter {key} must be {kind}, got {val!r}")
+    for key in getattr(hp, "PROBABILITIES", ()):
+        val = getattr(hp, key, None)
+        if key in names and isinstance(val, (int, float)) and not isinstance(val, bool):
+            if not (0.0 <= float(val) <= 1.0) or math.isnan(float(val)):
+                raise LnlError(f"hyperparameter {key} must be in [0, 1], got {val!r}")
 
 
 def build_hparams(cls: type, overrides: dict[str, Any]) -> Any:

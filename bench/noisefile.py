@@ -3,12 +3,17 @@
 Every method and every rerun of a cell reads the same file, so methods are compared on identical labels.
 The file name carries a fingerprint of the clean training labels (and their original indices), so a
 subset or a different array file never reuses another set's noise. On reuse the labels' hash is checked
-against the one recorded beside them; a mismatch is an error, never a silent regeneration.
+against the one recorded beside them: a readable file whose labels do not match is an error (tampered, or
+another generator), never a silent regeneration. A file that is not whole (cut short by a crash or a full
+disk: unreadable, or an unreadable sidecar) is discarded with a warning and regenerated from its seed; the
+regenerated labels must match the recorded hash where it is readable, else it is an error.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,16 +63,31 @@ def noise_path(cache_dir: Path, data: DatasetInfo, name: str, options: dict[str,
     return cache_dir / "noise" / data.name / f"{name}{safe}_r{rate:g}_s{seed}_{_fingerprint(data)}.npz"
 
 
-def _load(path: Path, data: DatasetInfo) -> tuple[NoisyLabels, str]:
-    meta_path = path.with_suffix(".json")
+class _Damaged(Exception):
+    """The noise file or its sidecar is not whole (cut short, or its bytes changed)."""
+
+
+def _recorded_sha(path: Path) -> str | None:
+    """The SHA-256 recorded in the sidecar, or None if the sidecar is missing or damaged."""
     try:
-        meta = json.loads(meta_path.read_text())
+        sha = json.loads(path.with_suffix(".json").read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return sha if isinstance(sha, str) else None
+
+
+def _load(path: Path, data: DatasetInfo) -> tuple[NoisyLabels, str]:
+    """The cached labels, checked against the hash beside them; :class:`_Damaged` if they are not whole."""
+    recorded = _recorded_sha(path)
+    if recorded is None:
+        raise _Damaged("its .json sidecar with the SHA-256 is missing or unreadable")
+    try:
         with np.load(path, allow_pickle=False) as z:
             labels, transition = z["labels"].astype(np.int64), z["transition"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise LnlError(f"noise file {path} is unreadable ({exc}); delete it to regenerate") from None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise _Damaged(f"unreadable: {type(exc).__name__}") from None
     sha = labels_sha256(labels)
-    if sha != meta.get("sha256"):
+    if sha != recorded:  # whole but changed: tampered or another generator, never replaced silently
         raise LnlError(f"noise file {path} does not match its recorded SHA-256; delete it to regenerate")
     if len(labels) != len(data.y_train):
         raise LnlError(f"noise file {path} has {len(labels)} labels for {len(data.y_train)} samples; "
@@ -80,15 +100,26 @@ def noisy_labels_for(data: DatasetInfo, name: str, options: dict[str, Any], rate
     """The cell's noisy labels: read from the cache if present, else generated with the seed and saved."""
     rate_v = 0.0 if rate is None else float(rate)
     path = noise_path(cache_dir, data, name, options, rate_v, seed)
+    expected = None
     if path.exists():
-        noisy, sha = _load(path, data)
-        return noisy, NoiseRecord(str(path), sha, noisy.realized_rate, generated=False)
+        try:
+            noisy, sha = _load(path, data)
+            return noisy, NoiseRecord(str(path), sha, noisy.realized_rate, generated=False)
+        except _Damaged as exc:  # regenerate from the seed; the recorded hash must then be met
+            expected = _recorded_sha(path)
+            print(f"lnlbench: warning: noise file {path} is damaged ({exc}); discarded and regenerated from "
+                  "its seed", file=sys.stderr)
+            path.unlink()
     info = NoiseInfo(dataset=data.name, classes=tuple(data.classes), coarse_labels=data.y_train_coarse,
                      images=data.x_train, train_index=data.train_index, given_noisy=data.y_train_given_noisy,
                      data_root=cache_dir, options=dict(options))
     noisy = NOISE.get(name)(data.y_train.copy(), data.num_classes, rate_v, noise_rng(seed), info)
     labels = np.asarray(noisy.labels, dtype=np.int64)
     sha = labels_sha256(labels)
+    if expected is not None and sha != expected:  # the generator changed since: never swap labels silently
+        raise LnlError(f"noise regenerated for {path} does not match the SHA-256 recorded for it (the noise "
+                       "generator changed?); delete its .json to accept the new labels, knowing earlier "
+                       "trials of this cell used others")
     meta = {"sha256": sha, "dataset": data.name, "noise": name, "options": options, "rate": rate_v,
             "seed": seed, "n": int(len(labels)), "realized_rate": noisy.realized_rate}
     # The sidecar first, then the labels: a reader that sees the .npz always finds its hash. Concurrent

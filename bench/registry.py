@@ -8,12 +8,15 @@ points for outside packages, so a plugin needs no change here::
     mymethod = "my_package.my_module:MyMethod"
 
 An entry point may point at the registered object itself (it is registered under the entry point's name
-unless its module already registered it) or at a module whose import registers it.
+unless its module already registered it) or at a module whose import registers it. A plugin that fails to
+load (or a name two installed distributions both claim) is reported once on stderr and left out; every
+other entry works, and only asking for that name is an error, which says why.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -45,6 +48,7 @@ class Registry(Generic[T]):
         self.group = group
         self._entries: dict[str, T] = {}
         self._loaded = False
+        self._broken: dict[str, str] = {}  # plugins left out: name → why (the error when one is asked for)
 
     def register(self, name: str, obj: T) -> T:
         name = str(name)
@@ -67,20 +71,39 @@ class Registry(Generic[T]):
         self._loaded = True  # set first: the imports below re-enter through the decorators
         for mod in _BUILTIN_MODULES[self.kind]:
             importlib.import_module(mod)
+        by_name: dict[str, list[Any]] = {}
         for ep in importlib.metadata.entry_points(group=self.group):
-            try:
-                obj = ep.load()
-            except Exception as exc:  # a broken plugin must not break the registry
-                raise LnlError(f"{self.kind} plugin '{ep.name}' ({ep.value}) failed to load: {exc}") from exc
+            by_name.setdefault(ep.name, []).append(ep)
+        for name, eps in by_name.items():
+            dists = sorted({_dist_name(ep) for ep in eps})
+            if len(dists) > 1:  # two distributions claim one name: neither is chosen silently
+                self._leave_out(name, f"is provided by two distributions ({' and '.join(dists)}); "
+                                      "uninstall one of them")
+                continue
+            self._load_plugin(eps[0])
+
+    def _load_plugin(self, ep: Any) -> None:
+        """Load one entry point; a broken plugin is reported once, left out, and an error only when asked for."""
+        try:
+            obj = ep.load()
             if not hasattr(obj, "__path__") and not hasattr(obj, "__file__") and ep.name not in self._entries:
                 self.register(ep.name, obj)  # the entry point names the object itself
+        except Exception as exc:  # a broken plugin must not break the registry
+            first = (str(exc).splitlines() or [""])[0]
+            self._leave_out(ep.name, f"({ep.value}, from {_dist_name(ep)}) failed to load: "
+                                     f"{type(exc).__name__}: {first}")
+
+    def _leave_out(self, name: str, why: str) -> None:
+        self._broken[name] = why
+        print(f"lnlbench: warning: {self.kind} plugin '{name}' {why}; it is left out", file=sys.stderr)
 
     def get(self, name: str) -> T:
         self._load()
-        try:
+        if name in self._entries:
             return self._entries[name]
-        except KeyError:
-            raise unknown_name(self.kind, name, self._entries) from None
+        if name in self._broken:
+            raise LnlError(f"{self.kind} plugin '{name}' {self._broken[name]}")
+        raise unknown_name(self.kind, name, self._entries)
 
     def names(self) -> list[str]:
         self._load()
@@ -100,6 +123,13 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> None:
         """Remove an entry (for tests that register temporary plugins)."""
         self._entries.pop(name, None)
+
+
+def _dist_name(ep: Any) -> str:
+    """The distribution (installed package) an entry point comes from, for messages."""
+    dist = getattr(ep, "dist", None)
+    name = getattr(dist, "name", None) or (dist.metadata["Name"] if dist is not None else None)
+    return f"distribution '{name}'" if name else "an unknown distribution"
 
 
 def _qualname(obj: Any) -> str:

@@ -56,6 +56,10 @@ class DataFields:
     augment: bool
     n_clean_val: int
     transition: list[list[float]]  # the noise transition matrix the generator meant (rounded to 1e-6)
+    # images per class actually used (train part before the validation split, and test): a subset larger
+    # than a class keeps all of that class, and these say so where ``subset`` only says what was asked
+    train_per_class: list[int] | None = None
+    test_per_class: list[int] | None = None
 
 
 @dataclass

@@ -180,9 +180,22 @@ def decode_images(paths: Sequence[Path], size: tuple[int, int],
     return out
 
 
+def check_npz(path: Path, what: str = "array file") -> None:
+    """A one-line error unless ``path`` starts like an .npz (zip) archive: a text or pickle file given as
+    ``.npz`` is "not an npz archive", before numpy reads it (and would call it pickled data)."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head == b"\x93NUMPY":
+        return  # a single .npy array: the caller says what it expected
+    if head[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
+        kind = "a text file" if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "another format"
+        raise LnlError(f"cannot read {what} {path}: it is not an npz archive ({kind}); write it with numpy.savez")
+
+
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise LnlError(f"array file not found: {path}; check the --data-file path")
+    check_npz(path)
     try:
         z = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:

@@ -89,12 +89,26 @@ def _open(cls: type, root: Path, raw: Path, download: bool) -> tuple[Any, Any]:
         raise LnlError(f"cannot read or download {raw}: {exc}; {fix}") from None
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays only: any other global (a callable) is refused, so a tampered
+    CIFAR pickle cannot run code (``pickle.load`` would import and call whatever the file names)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}  # protocol-2 bytes
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing global {module}.{name}: only arrays and plain data")
+        return super().find_class(module, name)
+
+
 def _read_coarse(raw: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """CIFAR-100 superclass labels and names from the official python pickles."""
     def unpickle(name: str) -> dict[str, Any]:
         try:
             with open(raw / name, "rb") as f:
-                return pickle.load(f, encoding="latin1")  # the official format; torchvision reads it so too
+                return _ArraysOnly(f, encoding="latin1").load()  # the official format, without code
         except (OSError, pickle.UnpicklingError, EOFError) as exc:
             raise LnlError(f"cannot read {raw / name} ({exc}); delete {raw} and pass --download") from None
 

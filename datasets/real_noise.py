@@ -25,6 +25,7 @@ from lnlbench.errors import LnlError
 from lnlbench.registry import register_noise
 from lnlbench.types import NoiseInfo, NoisyLabels
 
+from .arrayfile import check_npz
 from .noise import empirical_transition, noisy_result, read_options, validate_inputs
 
 REPO_HINT = "github.com/UCSC-REAL/cifar-10-100n (folder data/)"
@@ -88,6 +89,8 @@ def load_label_file(path: str | Path) -> dict[str, np.ndarray]:
     """A CIFAR-N label file (``.pt`` without arbitrary pickle, or ``.npz``) as int64 arrays by key."""
     path = Path(path)
     if path.suffix == ".npz":
+        if path.is_file():
+            check_npz(path, "label file")
         try:
             with np.load(path, allow_pickle=False) as z:
                 data: dict[str, Any] = {k: z[k] for k in z.files}

@@ -49,3 +49,64 @@ def test_entry_point_plugin_registers(monkeypatch):
                         lambda group=None: [ep] if group == "lnlbench.methods" else real(group=group))
     reg = Registry("method", "lnlbench.methods")
     assert reg.get("plugin_x") is Plugin
+
+
+def _fake_eps(monkeypatch, eps, group="lnlbench.methods"):
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None, _g=group: list(eps) if group == _g else real(group=group))
+
+
+def _ep(name, value, dist, load):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=name, value=value, dist=SimpleNamespace(name=dist), load=load)
+
+
+def _broken_load():
+    raise ImportError("No module named 'torch_geometric'")
+
+
+def test_broken_plugin_is_left_out_and_reported_once(monkeypatch, capsys):
+    class Good:
+        """A working plugin."""
+
+    _fake_eps(monkeypatch, [_ep("bad_plugin", "bad.mod:M", "bad-dist", _broken_load),
+                            _ep("good_plugin", "good.mod:G", "good-dist", lambda: Good)])
+    reg = Registry("method", "lnlbench.methods")
+    assert reg.get("good_plugin") is Good and "bad_plugin" not in reg.names()
+    reg.describe()
+    err = capsys.readouterr().err
+    assert err.count("bad_plugin") == 1 and "left out" in err and "bad-dist" in err
+    with pytest.raises(LnlError) as exc:
+        reg.get("bad_plugin")
+    msg = str(exc.value)
+    assert "\n" not in msg and "failed to load" in msg and "torch_geometric" in msg and "bad-dist" in msg
+
+
+def test_broken_plugin_does_not_break_the_cli(monkeypatch, capsys):
+    from lnlbench.cli import main
+    from lnlbench.registry import METHODS
+
+    _fake_eps(monkeypatch, [_ep("bad_plugin", "bad.mod:M", "bad-dist", _broken_load)])
+    monkeypatch.setattr(METHODS, "_loaded", False)
+    monkeypatch.setattr(METHODS, "_broken", {})
+    assert main(["list", "methods"]) == 0
+    out, err = capsys.readouterr()
+    assert "ce " in out and "bad_plugin" not in out and "bad_plugin" in err
+    assert main(["run", "/nonexistent-grid.yaml", "--dry-run"]) == 2  # other commands still reach their own errors
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_two_distributions_with_one_name(monkeypatch):
+    class A:
+        """A."""
+
+    class B:
+        """B."""
+
+    _fake_eps(monkeypatch, [_ep("twin", "a.mod:A", "dist-a", lambda: A), _ep("twin", "b.mod:B", "dist-b", lambda: B)])
+    reg = Registry("method", "lnlbench.methods")
+    assert "twin" not in reg.names()
+    with pytest.raises(LnlError, match="dist-a.*dist-b"):
+        reg.get("twin")

@@ -198,6 +198,24 @@ def _states(run: Path, ids: list[str]) -> dict[str, tuple[str, int]]:
     return out
 
 
+def _wait_for(what: str, deadline_s: float, ready, poll: float = 0.1):
+    """Poll ``ready()`` until it returns something truthy (returned); fail naming ``what`` after
+    ``deadline_s`` seconds. Returns the seconds waited when ``ready`` returns ``True``."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < deadline_s:
+        got = ready()
+        if got:
+            return time.monotonic() - t0 if got is True else got
+        time.sleep(poll)
+    pytest.fail(f"waited {deadline_s:.0f}s for {what}; it did not happen")
+
+
+def _mid_run(states: dict[str, tuple[str, int]]) -> dict | None:
+    """The states if one trial is done and another is running past its first epoch (the kill moment)."""
+    done = any(s == "ok" for s, _ in states.values())
+    return states if done and any(s == "running" and n >= 1 for s, n in states.values()) else None
+
+
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     raw = grid(tmp_path, noise=[{"name": "symmetric", "rates": [0.4]}], seeds=[0, 1], epochs=40,
                subset=None, max_concurrent=1)
@@ -213,23 +231,29 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     driver = subprocess.Popen(cmd + ["run", str(path), "--quiet"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            states = _states(run, ids)
-            if any(s == "ok" for s, _ in states.values()) and \
-                    any(s == "running" and n >= 1 for s, n in states.values()):
-                break
-            assert driver.poll() is None, f"the driver ended before it could be killed: {states}"
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"no mid-run moment to kill the driver at: {_states(run, ids)}")
+        # Waits on events, each with a deadline that scales with the work and says what it waited for:
+        # a busy machine makes this test slow, never failed.
+        def when(test):
+            def ready():
+                states = _states(run, ids)
+                assert driver.poll() is None, f"the driver ended before it could be killed: {states}"
+                return test(states)
+            return ready
+
+        started = _wait_for("the driver to start its first trial (Ray start-up included)", 900,
+                            when(lambda st: any(s != "pending" for s, _ in st.values())))
+        t0 = time.monotonic()
+        _wait_for("the first trial's first epoch", 600, when(lambda st: any(n >= 1 for _, n in st.values())))
+        epoch_s = max(time.monotonic() - t0, 0.05)  # includes the trial's start-up: generous
+        states = _wait_for(f"one trial done and the other past its first epoch (epoch ≈ {epoch_s:.1f}s, "
+                           f"started after {started:.0f}s)", max(300.0, 3 * 40 * epoch_s), when(_mid_run))
         ray_processes = _descendants(driver.pid)
         os.kill(driver.pid, signal.SIGKILL)
         _kill_ours(tag, ray_processes)
         finished_before = [tid for tid, (s, _) in states.items() if s == "ok"]
         driver.wait(timeout=30)
         resumed = subprocess.run(cmd + ["resume", str(run), "--quiet"], env=env, capture_output=True,
-                                 text=True, timeout=300)
+                                 text=True, timeout=max(600.0, 300 + 3 * 40 * epoch_s))
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     finally:
         if driver.poll() is None:
@@ -248,6 +272,67 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
         assert ev[-1]["event"] == "end"
         resumed_ids += [tid] if len(starts) > 1 else []
     assert resumed_ids  # the trial in flight at the kill continued from its checkpoint
+
+
+def test_worker_killed_by_sigkill_three_times_converges_to_the_uninterrupted_run(faults, tmp_path):
+    """A light-executor worker SIGKILLed (by its PID) mid-run, three times over a two-trial grid: each
+    attempt is retried from its last checkpoint, and every history and the table equal an uninterrupted
+    run's, bit for bit (CPU)."""
+    import threading
+
+    from lnlbench.aggregate.cli import board_text
+    from lnlbench.aggregate.frame import load_runs
+    from lnlbench.engine import run_trial
+    from lnlbench.runner.ray_runner import run_grid
+
+    raw = grid(tmp_path, executor="light", noise=[{"name": "symmetric", "rates": [0.4]}], seeds=[0, 1],
+               epochs=12, subset=40, max_concurrent=1, max_failures=4)
+    spec = parse_spec(raw)
+    cells = expand(spec)
+    run = Path(spec.storage)
+    kills: list[tuple[str, int, int]] = []  # (trial, pid, epochs done when killed)
+    stop = threading.Event()
+
+    def killer():
+        seen: set[int] = set()
+        while not stop.is_set() and len(kills) < 3:
+            for c in cells:
+                try:
+                    ev = events(run, c.trial_id)
+                    done = result(run, c.trial_id).get("epochs_done") or 0
+                except (OSError, ValueError):
+                    continue
+                last = ev[-1] if ev else {}
+                # the latest attempt has trained at least one epoch of its own: kill its worker process
+                if last.get("event") in ("start", "resume") and last["pid"] not in seen \
+                        and done >= last["epoch"] + 1 and done < raw["epochs"] - 1:
+                    seen.add(last["pid"])
+                    os.kill(last["pid"], signal.SIGKILL)
+                    kills.append((c.trial_id, last["pid"], done))
+                    break
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=killer, daemon=True)
+    watcher.start()
+    try:
+        outcome = run_grid(spec, quiet=True)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    assert outcome.ok, outcome.counts
+    assert len(kills) == 3, f"the watcher killed {kills}: the trials finished before it could"
+    print(f"killed (trial, pid, epochs done): {kills}")
+    for tid, pid, _ in kills:
+        ev = events(run, tid)
+        after = [e for e in ev if e["event"] == "resume" and e["pid"] != pid]
+        assert after and after[0]["epoch"] >= 1  # retried from a checkpoint, not from scratch
+    plain = tmp_path / "plain"
+    for c in cells:  # the uninterrupted run of each cell, in this process
+        res = run_trial({**c.config, "out_dir": str(plain)})
+        assert res["status"] == "ok"
+        strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in h]
+        assert strip(result(run, c.trial_id)["history"]) == strip(res["history"]), c.label
+    assert board_text(load_runs([run / "trials"])) == board_text(load_runs([plain]))
 
 
 def test_two_train_workers_train_one_trial_data_parallel(ray_session, tmp_path):

@@ -1,6 +1,7 @@
 """Read every trial's ``result.json`` under one or more run folders into tidy pandas frames.
 
-Only ``result.json`` files are read (schema ``lnlbench.result/1``, see :mod:`lnlbench.results`); never logs,
+Only lnlbench's ``result.json`` files are read (schema ``lnlbench.result/1``, see :mod:`lnlbench.results`;
+Ray Tune's own per-trial ``result.json`` files in a run folder are recognised and ignored); never logs,
 never Ray state. One row per finished trial (``status == "ok"``). Everything else is *reported and skipped*,
 never fatal: a file that is not valid JSON, a file of another schema or missing fields, a trial that failed
 or is still running, and a second trial of the same (method, dataset, noise, rate, seed) and the same
@@ -115,15 +116,37 @@ def find_result_files(paths: list[str | Path]) -> list[Path]:
     return sorted(set(files))
 
 
-def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """The parsed file, or None and the reason it cannot be used."""
+# Files Ray Tune keeps beside its own per-trial ``result.json`` (JSON lines of reported metrics).
+_RAY_TUNE_FILES = ("params.json", "progress.csv", "params.pkl")
+
+
+def _foreign(path: Path, text: str) -> bool:
+    """True for a ``result.json`` lnlbench did not write: Ray Tune's per-trial JSON lines (found by
+    ``rglob`` in a run folder), recognised by the folder it lives in or by its first record. A file that
+    names lnlbench's schema in its head is ours, however damaged."""
+    if SCHEMA_PREFIX in text[:256]:
+        return False
+    if any((path.parent / name).exists() for name in _RAY_TUNE_FILES):
+        return True
     try:
-        with open(path) as f:
-            res = json.load(f)
+        first = json.loads(text.lstrip().split("\n", 1)[0])
+    except ValueError:
+        return False
+    return isinstance(first, dict) and "training_iteration" in first
+
+
+def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The parsed file, or None and the reason it cannot be used (None and None: not lnlbench's file)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
+    if _foreign(path, text):
+        return None, None
+    try:
+        res = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, f"not valid JSON ({exc.msg} at line {exc.lineno}); a partial or damaged file"
-    except OSError as exc:
-        return None, f"cannot be read ({exc.strerror})"
     if not isinstance(res, dict):
         return None, "not a result object (the JSON is not a mapping)"
     schema = str(res.get("schema", ""))
@@ -280,8 +303,12 @@ def load_runs(paths: list[str | Path]) -> Runs:
     files = find_result_files(folders) if folders else []
     rows, skipped, problems = [], [], []
     histories: dict[str, list[dict[str, Any]]] = {}
+    foreign = 0
     for path in files:
         res, why = _read(path)
+        if res is None and why is None:  # Ray Tune's own result.json: not ours, not a problem
+            foreign += 1
+            continue
         if res is None:
             problems.append(Problem(str(path), why or "unreadable"))
             continue
@@ -307,7 +334,7 @@ def load_runs(paths: list[str | Path]) -> Runs:
     curve_rows = [c for _, r in trials.iterrows() for c in _curves(histories.get(r["path"], []), r)]
     return Runs(trials=trials, curves=pd.DataFrame(curve_rows, columns=CURVE_COLUMNS),
                 skipped=pd.DataFrame(skipped, columns=[*KEY, "status"]), problems=problems,
-                files=len(files) + len(csvs), sources=[str(p) for p in paths],
+                files=len(files) - foreign + len(csvs), sources=[str(p) for p in paths],
                 without_curves=from_csv)
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from lnlbench.command import Command
 from lnlbench.errors import LnlError
 
+from .lock import describe
 from .resources import check_fit, concurrency
 from .spec import GridSpec, expand, load_spec, noise_names
 from .status import collect
@@ -126,6 +127,9 @@ def _resume_args(p: argparse.ArgumentParser) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     status = collect(args.run_dir)
     print(status.table())
+    driver = describe(args.run_dir) if "://" not in str(args.run_dir) else None
+    if driver:
+        print(driver)
     if status.counts()["done"]:
         print()
         print_leaderboard(args.run_dir, status=True)

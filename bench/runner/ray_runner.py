@@ -35,9 +35,10 @@ from lnlbench.errors import LnlError
 from lnlbench.files import atomic_write
 
 from . import worker
+from .lock import driver_lock
 from .payload import RunOptions, TrialPayload
 from .resources import Resources, check_fit, concurrency
-from .spec import Cell, GridSpec, check_writable, expand
+from .spec import Cell, GridSpec, check_writable, expand, trials_dir
 from .status import collect
 
 # Local clusters only: a shorter Train health-check poll and no preemption watcher cut Ray Train's
@@ -251,9 +252,18 @@ def _tuner(spec: GridSpec, cells: list[Cell], payloads: dict[str, TrialPayload],
 
 def run_grid(spec: GridSpec, *, address: str | None = None, max_concurrent: int | None = None,
              quiet: bool = False, retry_failed: bool = True, verbose: bool = False) -> Outcome:
-    """Run (or finish) every cell of ``spec`` on Ray and return the per-state counts."""
+    """Run (or finish) every cell of ``spec`` on Ray and return the per-state counts.
+
+    The run folder (for a URI storage: its local staging folder) is locked for the run: a second driver on
+    the same storage refuses before it starts Ray (see :mod:`lnlbench.runner.lock`)."""
     cells = expand(spec)
     check_writable(spec.storage)
+    with driver_lock(Path(trials_dir(spec)).parent):
+        return _run_locked(spec, cells, address, max_concurrent, quiet, retry_failed, verbose)
+
+
+def _run_locked(spec: GridSpec, cells: list[Cell], address: str | None, max_concurrent: int | None,
+                quiet: bool, retry_failed: bool, verbose: bool) -> Outcome:
     ray_start = start_ray(address, quiet, verbose)
     nodes = cluster_nodes()
     res = spec.resources

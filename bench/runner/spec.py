@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ import yaml
 
 from lnlbench.config import TrialConfig, parse_noise, resolve
 from lnlbench.errors import LnlError, unknown_keys
+from lnlbench.files import absolute, writable_dir
 from lnlbench.registry import DATASETS, METHODS, NOISE
 
 from .resources import Resources
@@ -185,8 +185,18 @@ def _as_list(value: Any, key: str) -> list[Any]:
     return items
 
 
+def _no_repeats(values: Any, key: str) -> None:
+    """One rule for every axis of a grid (seeds, methods, datasets, rates, variants): a repeat is an error."""
+    seen: set[Any] = set()
+    for v in values:
+        if v in seen:
+            raise LnlError(f"{key} lists {v!r} twice; give each value once")
+        seen.add(v)
+
+
 def _names(value: Any, registry: Any, key: str) -> tuple[str, ...]:
     names = tuple(str(v) for v in _as_list(value, key))
+    _no_repeats(names, key)
     for n in names:
         registry.get(n)  # unknown → one-line error with the known names
     return names
@@ -219,12 +229,14 @@ def _noise(item: Any) -> NoiseSetting:
     checked: tuple[float | None, ...] = (None,)
     if not fixed:
         checked = tuple(_rate(name, r) for r in _as_list(rates, "rates"))
+        _no_repeats(checked, f"noise '{name}' rates")
     variants = item.get("variants")
     datasets = tuple(_names(item["datasets"], DATASETS, "datasets")) if item.get("datasets") else ()
     opts = _mapping(item.get("options"), f"noise '{name}' options")
     if variants:
         if ":" in name:
             raise LnlError(f"noise '{name}': give either name:variant or variants, not both")
+        _no_repeats([str(v) for v in _as_list(variants, "variants")], f"noise '{name}' variants")
         for v in _as_list(variants, "variants"):
             parse_noise(f"{name}:{v}", opts)
         return NoiseSetting(name, checked, datasets, opts, tuple(str(v) for v in variants))
@@ -248,7 +260,7 @@ def _seeds(value: Any) -> tuple[int, ...]:
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise LnlError(f"seeds must be non-negative integers, got {value!r}")
     if len(set(seeds)) != len(seeds):
-        raise LnlError(f"seeds has duplicates: {value!r}")
+        raise LnlError(f"seeds has duplicates: {value!r}; give each value once")
     return tuple(seeds)
 
 
@@ -306,7 +318,7 @@ def resolve_storage(storage: str, base: Path | None = None) -> str:
     elif "://" in s:
         return s.rstrip("/")
     p = Path(s).expanduser()
-    return str(p if p.is_absolute() else (base or Path.cwd()) / p)
+    return str(absolute(p if p.is_absolute() else (base or Path.cwd()) / p))
 
 
 # -- expansion ---------------------------------------------------------------------------------------
@@ -318,7 +330,7 @@ def noise_names(setting: NoiseSetting) -> list[tuple[str, dict[str, Any]]]:
 
 
 def expand(spec: GridSpec, out_dir: str | None = None) -> list[Cell]:
-    """Every cell of the grid, validated by :func:`resolve`, in a stable order, without duplicates."""
+    """Every cell of the grid, validated by :func:`resolve`, in a stable order; a repeated cell is an error."""
     out = out_dir or trials_dir(spec)
     cells: dict[str, Cell] = {}
     for dataset in spec.datasets:
@@ -338,7 +350,11 @@ def expand(spec: GridSpec, out_dir: str | None = None) -> list[Cell]:
                                 tid = resolve(cfg).trial_id
                             except LnlError as exc:
                                 raise LnlError(f"{method} on {dataset} with {noise}: {exc}") from None
-                            cells.setdefault(tid, Cell(tid, cfg.to_dict()))
+                            cell = Cell(tid, cfg.to_dict())
+                            if tid in cells:  # two noise entries that cover one setting
+                                raise LnlError(f"the grid lists the cell '{cell.label}' twice (trial {tid}); "
+                                               "remove the repeated noise entry or rate")
+                            cells[tid] = cell
     if not cells:
         raise LnlError("the grid has no cells (does every noise entry's datasets: list match a dataset?)")
     return list(cells.values())
@@ -353,15 +369,11 @@ def trials_dir(spec: GridSpec) -> str:
 
 
 def check_writable(storage: str) -> None:
-    """A local run folder must be creatable and writable (a URI is checked by Ray when the run starts)."""
+    """A local run folder must be creatable and writable, a URI reachable with its bucket (both with a
+    probe file), before any trial starts."""
     if "://" in storage:
+        from .storage import check_reachable
+
+        check_reachable(storage)
         return
-    path = Path(storage)
-    probe = path / f".lnlbench-write-test-{uuid.uuid4().hex[:8]}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise LnlError(f"storage path {storage} is not writable ({exc.strerror or exc}); "
-                       "set storage: to a folder you can write") from None
+    writable_dir(storage, "storage path")

@@ -42,3 +42,39 @@ def upload_trial(folder: Path, storage: str) -> None:
         src = folder / name
         if src.exists():
             write_text(f"{storage}/trials/{folder.name}/{name}", src.read_text())
+
+
+def check_reachable(uri: str) -> None:
+    """A URI storage must answer and its bucket exist, checked with a probe file before any trial starts.
+
+    Raises a one-line :class:`LnlError` for an unreachable endpoint, a missing bucket, or refused writes
+    (the endpoint of an S3-compatible server comes from ``AWS_ENDPOINT_URL``, as for Ray itself).
+    """
+    import uuid
+
+    import pyarrow.fs
+
+    from lnlbench.errors import LnlError
+
+    def first(exc: Exception) -> str:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+    try:
+        fs, path = _fs(uri)
+    except (OSError, ValueError, pyarrow.ArrowException) as exc:
+        raise LnlError(f"storage {uri} cannot be opened ({first(exc)}); check the URI") from None
+    bucket = path.split("/", 1)[0]
+    try:
+        found = fs.get_file_info(bucket).type
+    except (OSError, pyarrow.ArrowException) as exc:
+        raise LnlError(f"storage {uri} is unreachable ({first(exc)}); check the endpoint "
+                       "(AWS_ENDPOINT_URL) and credentials") from None
+    if found == pyarrow.fs.FileType.NotFound:
+        raise LnlError(f"storage {uri}: bucket '{bucket}' does not exist; create it first")
+    probe = f"{path}/.lnlbench-write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        with fs.open_output_stream(probe) as f:
+            f.write(b"ok")
+        fs.delete_file(probe)
+    except (OSError, pyarrow.ArrowException) as exc:
+        raise LnlError(f"storage {uri} is not writable ({first(exc)}); check its permissions") from None
