@@ -12,7 +12,8 @@ def score_selection(prob: torch.Tensor | np.ndarray, is_noisy: np.ndarray, thres
     precision: clean among selected; recall: selected among clean; auc: ranking quality of the clean
     probability, threshold-free (None when all samples are clean or all noisy).
     """
-    p = prob.detach().float().cpu().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob, float)
+    # float64: a float32 copy would round probabilities near 1 to ties and understate the AUC
+    p = prob.detach().double().cpu().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob, float)
     clean = ~np.asarray(is_noisy, dtype=bool)
     if p.shape != clean.shape:
         raise ValueError(f"clean_probability has shape {p.shape}, expected {clean.shape}")

@@ -137,7 +137,7 @@ class CAR(Method):
 
     Hparams = CARHparams
     PRESETS = PRESETS
-    STATE_ATTRS = ("targets", "tau")
+    STATE_ATTRS = ("targets", "conf_logit")
     SMOKE = {"es": 2, "update_every": 1}  # targets estimated from the second epoch, every epoch
     display_name = "CAR"
     reconstructed = True
@@ -151,7 +151,9 @@ class CAR(Method):
         ctx.dist.broadcast_module_(self.net)  # the new head starts alike on every data-parallel rank
         self.optimizer = make_sgd(self.net.parameters(), hp)
         self.targets = clamped_one_hot(ctx.train.y, ctx.num_classes, hp.label_floor)
-        self.tau = torch.ones(len(ctx.train), device=ctx.device)
+        # the confidence logit c per sample (τ = sigmoid(c)); kept as the logit because τ rounds to 1.0 in
+        # float32 once c > 17, which would tie every confident sample and blind the detector's AUC
+        self.conf_logit = torch.zeros(len(ctx.train), device=ctx.device)
 
     def train_epoch(self, epoch: int) -> dict[str, torch.Tensor]:
         ctx, hp = self.ctx, self.hp
@@ -172,18 +174,18 @@ class CAR(Method):
                 ctx.sync_rows(self.targets, idx)
             loss, parts = car_loss(logits, conf, self.targets[idx], hp.lam, hp.beta)
             ctx.step(loss, self.optimizer)
-            self.tau[idx] = tau
-            ctx.sync_rows(self.tau, idx)
+            self.conf_logit[idx] = conf.detach()
+            ctx.sync_rows(self.conf_logit, idx)
             total += torch.stack([loss.detach(), parts["ce"], parts["penalty"], parts["rce"]])
             steps += 1
         total = total / max(1, steps)
         relabelled = (self.targets.argmax(dim=1) != ctx.train.y).float().mean()
         return {"loss": total[0], "ce": total[1], "penalty": total[2], "rce": total[3],
-                "mean_tau": self.tau.mean(), "targets_updated": update, "relabelled": relabelled}
+                "mean_tau": confidence(self.conf_logit).mean(), "targets_updated": update, "relabelled": relabelled}
 
     def clean_probability(self) -> torch.Tensor:
         """τ per sample from its last forward pass (the indicator branch as a clean/noisy detector)."""
-        return self.tau
+        return torch.sigmoid(self.conf_logit.double())  # float64: ranks stay apart up to c ≈ 36
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

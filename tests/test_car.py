@@ -149,3 +149,18 @@ def test_reconstruction_reaches_the_table_footnote(tmp_path):
     notes = " ".join(board_footnotes(board))
     assert "R: implementation reconstructed" in notes
     assert "R (CAR): reconstructed from MacLLL/NAL; the paper's equations were not verified" in notes
+
+
+def test_detector_keeps_its_ranks_where_float32_tau_rounds_to_one():
+    """τ = sigmoid(c) is 1.0 in float32 for every c > 17; the clean probability the harness scores keeps
+    the order of the confidence logits, so the AUC is not blinded by ties."""
+    import numpy as np
+
+    from lnlbench.metrics import score_selection
+
+    logits = torch.tensor([18.0, 20.0, 25.0, 30.0])
+    assert torch.sigmoid(logits).unique().numel() == 1  # all 1.0 in float32
+    probs = torch.sigmoid(logits.double())
+    assert probs.unique().numel() == 4
+    is_noisy = np.array([True, True, False, False])  # the clean ones have the larger logits
+    assert score_selection(probs, is_noisy)["auc"] == 1.0
