@@ -316,3 +316,19 @@ def test_golden_set_size_is_flagged_in_the_table_and_the_fair_row_is_a_variant(t
     md = to_markdown(table)
     assert "C (TSSD): uses 10 clean labels per class" in md
     assert "C (CE [golden.use=add]): uses 10 clean labels per class" in md
+
+
+def test_the_default_configuration_keeps_the_plain_name(tmp_path: Path) -> None:
+    """A cell with golden-set variants of CE: the run without a golden set is plain 'ce' (one row with CE's
+    other cells), the others are named by what they set."""
+    import pandas as pd
+
+    from lnlbench.aggregate.frame import label_variants
+
+    base = {"lr": 0.1}
+    sigs = [json.dumps(base), json.dumps({**base, "golden.per_class": 10, "golden.use": "withheld"}),
+            json.dumps({**base, "golden.per_class": None, "golden.use": None})]
+    trials = pd.DataFrame({"base_method": "ce", "method": "ce", "variant": "", "dataset": "digits",
+                           "noise": "symmetric", "rate": [0.5, 0.5, 0.2], "config": [sigs[2], sigs[1], sigs[0]]})
+    out = label_variants(trials)
+    assert out["method"].tolist() == ["ce", "ce [golden.per_class=10, golden.use=withheld]", "ce"]

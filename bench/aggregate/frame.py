@@ -223,8 +223,12 @@ def label_variants(trials: pd.DataFrame) -> pd.DataFrame:
         spelled = [{k: json.dumps(v, sort_keys=True) for k, v in d.items()} for d in sigs.values()]
         keys = sorted({k for d in spelled for k in d if len({x.get(k) for x in spelled}) > 1})
         for sig, values in sigs.items():
-            label = ", ".join(f"{k}={_short(values.get(k))}" for k in keys)
+            # a key this configuration leaves unset (null: the default, e.g. no golden set) is not named, so
+            # the default configuration keeps the plain method name and one row across the table's cells
+            label = ", ".join(f"{k}={_short(values.get(k))}" for k in keys if values.get(k) is not None)
             rows = [i for i in idx if trials.at[i, "config"] == sig]
+            if not label:
+                continue
             trials.loc[rows, "variant"] = label
             trials.loc[rows, "method"] = f"{method} [{label}]"
     return trials
