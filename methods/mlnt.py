@@ -83,7 +83,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lnlbench.components import ModelEMA
+from lnlbench.components import ModelEMA, require_features
 from lnlbench.components.fastweights import batch_stat_forward, ce_label_set_grads, fast_forward
 from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
@@ -256,8 +256,7 @@ class MLNT(Method):
     def __init__(self, hp: MLNTHparams, ctx: MethodContext):
         super().__init__(hp, ctx)
         self.model = ctx.make_model(hp.model, **hp.model_kwargs)
-        if not has_features(type(self.model)):
-            raise LnlError(f"mlnt: model '{hp.model}' has no forward_features (needed for the neighbour search)")
+        require_features(self.model, "mlnt", hp.model)  # the neighbour search reads the pooled features
         self.init_net = _frozen(self.model)  # the student's start, for every (re)start
         self.pretrain_net = _frozen(self.model)  # replaced by the CE-trained net at the first round
         self.teacher = ModelEMA(self.model, hp.ema_decay)
