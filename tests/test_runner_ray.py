@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import ray_faults
+import torch
 import yaml
 
 from lnlbench.runner.spec import expand, parse_spec
@@ -327,8 +328,15 @@ def test_worker_killed_by_sigkill_three_times_converges_to_the_uninterrupted_run
         after = [e for e in ev if e["event"] == "resume" and e["pid"] != pid]
         assert after and after[0]["epoch"] >= 1  # retried from a checkpoint, not from scratch
     plain = tmp_path / "plain"
-    for c in cells:  # the uninterrupted run of each cell, in this process
-        res = run_trial({**c.config, "out_dir": str(plain)})
+    threads = torch.get_num_threads()
+    # the uninterrupted run of each cell, in this process, with the worker's thread count (a CPU
+    # reduction's order, hence a float loss's last bits, depends on it)
+    torch.set_num_threads(raw["resources"]["cpus_per_worker"])
+    try:
+        results = [run_trial({**c.config, "out_dir": str(plain)}) for c in cells]
+    finally:
+        torch.set_num_threads(threads)
+    for c, res in zip(cells, results):
         assert res["status"] == "ok"
         strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in h]
         assert strip(result(run, c.trial_id)["history"]) == strip(res["history"]), c.label
