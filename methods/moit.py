@@ -1,4 +1,4 @@
-"""MOIT and MOIT+: Multi-Objective Interpolation Training (Ortego, Arazo, Albert, O'Connor, McGuinness —
+"""MOIT: Multi-Objective Interpolation Training (Ortego, Arazo, Albert, O'Connor, McGuinness —
 "Multi-Objective Interpolation Training for Robustness to Label Noise", CVPR 2021, arXiv 2012.04462).
 
 Official code ``github.com/DiegoOrtego/LabelNoiseMOIT`` at HEAD f36c3e7 ("Fix self-contrast"), read:
@@ -20,25 +20,19 @@ MOIT, per batch (two "complex"-augmented views x¹, x² and the un-augmented x�
    detected noisy instead take the detached softmax of their x⁰ prediction as a soft label;
 4. after the epoch, kNN detection on the projections of the train set under the test transform
    (:func:`lnlbench.components.knn.knn_detect`: k = 250, two votes, median class balance).
-MOIT+ (``moit_plus``, the SAME trial continued): after ``moit_epochs`` of MOIT, the classifier is
-re-initialised and the network fine-tuned on the last detected-clean samples only, with mixup CE on the
-simple (crop/flip) view, a fresh SGD at ``plus_lr``, and hard bootstrapping (β 0.2, the argmax of the x⁰
-prediction) from ``plus_boot_start`` epochs into the stage. One trial, not two: a grid cell needs no
-other cell's checkpoint, so "the MOIT trial is missing / failed / of another cell" cannot happen.
+MOIT+ (``moit_plus``, MOIT continued in the same trial) is in :mod:`lnlbench.methods.moit_plus`.
 
 Epochs here are 0-based; the official loops are 1-based with ``scheduler.step()`` BEFORE each epoch,
-so its milestones 125/200 (MOIT+ 120) act from 0-based epochs 124/199 (stage epoch 119), memory is used
-when ``epoch > 3`` (0-based ≥ 3), correction when ``epoch > 130`` (≥ 130) and bootstrapping when ``epoch > 30``.
+so its milestones 125/200 act from 0-based epochs 124/199, memory is used when ``epoch > 3`` (0-based ≥ 3)
+and correction when ``epoch > 130`` (≥ 130).
 
 Recipes (``PRESETS``): ``paper`` CIFAR-10/100 — one parametrisation for every noise (the README): PreAct
 ResNet-18, SGD lr 0.1, momentum 0.9, wd 1e-4, batch 128, 250 epochs, τ 0.1, α 1, XBM from 3 with 100
-per class, k 250, correction from 130; MOIT+ 140 epochs (lr 0.001, ×0.1 at 120) for symmetric (and no)
-noise, 70 at a constant lr for asymmetric. MOIT's own noise protocol is ``symmetric_exclusive`` and
+per class, k 250, correction from 130. MOIT's own noise protocol is ``symmetric_exclusive`` and
 ``asymmetric:moit`` (published rows in results/published/moit.csv are tagged so). ``mini`` (CPU scale):
 CE's mini optimiser/schedule/epochs (digits: MLP, 100 epochs, lr 0.05; CIFAR-10: ``MINI_CIFAR``), the
-paper's phase points scaled to the run (correction at 52 % of it, MOIT+ 56 %/28 % as long as MOIT, boot
-from 12 % of MOIT), k = 25 (digits) / 50 (CIFAR mini, 300 images per class), memory 10 / 25 per class,
-MOIT+ at lr/10 (the paper's MOIT+ lr is MOIT's final lr; mini MOIT's lr is constant).
+paper's phase points scaled to the run (correction at 52 % of it), k = 25 (digits) / 50 (CIFAR mini,
+300 images per class), memory 10 / 25 per class.
 
 Deviations:
 - ``exclude_self`` (default False, the behaviour of the code the paper's numbers came from): before
@@ -54,8 +48,7 @@ Deviations:
 - ``clean_probability`` is 0.5·clean + 0.49·q + 0.005: above 0.5 exactly for the detected-clean samples,
   ranked within by the vote share q (so the AUC means something; a 0/1 mask would give balanced accuracy).
 - Data-parallel: each rank's contrastive loss and memory use its own slice of the batch; the detection
-  is rank 0's, broadcast. A trial's ``best_acc`` spans both stages of ``moit_plus`` (``stage`` is in the
-  history); the official MOIT+ best is over MOIT+ epochs only.
+  is rank 0's, broadcast.
 """
 from __future__ import annotations
 
@@ -71,7 +64,7 @@ from lnlbench.components.knn import knn_detect
 from lnlbench.components.projection import CrossBatchMemory, ProjectionNet
 from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
-from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, Recipe, TrainHparams, as_recipe, lr_at, make_sgd, set_lr
+from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 
@@ -98,40 +91,12 @@ class MOITHparams(TrainHparams):
     detect_batch_size: int = 1024
 
 
-@dataclass(frozen=True)
-class MOITPlusHparams(MOITHparams):
-    """MOIT then MOIT+ in one trial: ``epochs`` = ``moit_epochs`` + the MOIT+ epochs."""
-
-    epochs: int = 390  # 250 + 140 (symmetric script)
-    moit_epochs: int = 250  # the stage boundary
-    plus_lr: float = 0.001
-    plus_weight_decay: float = 1e-4
-    plus_milestones: tuple[int, ...] = (119,)  # stage-relative 0-based epochs
-    plus_boot_start: int = 30  # stage-relative 0-based epoch of the first bootstrapped epoch
-    plus_boot_beta: float = 0.2
-
-
-_PAPER = dict(model="preact_resnet18", epochs=250, batch_size=128, lr=0.1, weight_decay=1e-4, schedule="step",
+MOIT_PAPER = dict(model="preact_resnet18", epochs=250, batch_size=128, lr=0.1, weight_decay=1e-4, schedule="step",
               milestones=(124, 199), xbm_begin=3, xbm_per_class=100, k_val=250, start_correction=130)
-_DIGITS = DIGITS_MLP | dict(augmentation="simple", k_val=25, xbm_per_class=10, xbm_begin=3, start_correction=52)
-_MINI_C10 = MINI_CIFAR.with_hparams(k_val=50, xbm_per_class=25, xbm_begin=3, start_correction=13)
-PRESETS = {"paper": {"cifar10": _PAPER, "cifar100": _PAPER}, "mini": {"digits": _DIGITS, "cifar10": _MINI_C10}}
-
-
-def _plus(base, moit: int, plus: int, milestone: int | None, boot: int, lr: float) -> Recipe:
-    """MOIT's recipe (a Recipe or a dict) followed by a MOIT+ stage; the trial protocol is kept."""
-    return as_recipe(base).with_hparams(moit_epochs=moit, epochs=moit + plus, plus_lr=lr, plus_boot_start=boot,
-                                        plus_milestones=() if milestone is None else (milestone,))
-
-
-PLUS_PRESETS = {
-    "paper": {"cifar10": _plus(_PAPER, 250, 140, 119, 30, 0.001), "cifar100": _plus(_PAPER, 250, 140, 119, 30, 0.001),
-              "cifar10/asymmetric": {"epochs": 320, "plus_milestones": ()},
-              "cifar100/asymmetric": {"epochs": 320, "plus_milestones": ()}},
-    "mini": {"digits": _plus(_DIGITS, 100, 56, 48, 12, 0.005), "digits/pairflip": {"epochs": 128, "plus_milestones": ()},
-             "cifar10": _plus(_MINI_C10, 25, 14, 12, 3, 0.005),
-             "cifar10/asymmetric": {"epochs": 32, "plus_milestones": ()}},
-}
+MOIT_DIGITS = DIGITS_MLP | dict(augmentation="simple", k_val=25, xbm_per_class=10, xbm_begin=3, start_correction=52)
+MOIT_MINI_CIFAR10 = MINI_CIFAR.with_hparams(k_val=50, xbm_per_class=25, xbm_begin=3, start_correction=13)
+PRESETS = {"paper": {"cifar10": MOIT_PAPER, "cifar100": MOIT_PAPER},
+           "mini": {"digits": MOIT_DIGITS, "cifar10": MOIT_MINI_CIFAR10}}
 
 
 # -- the maths ---------------------------------------------------------------------------------------
@@ -176,17 +141,6 @@ def moit_classification_loss(logits: torch.Tensor, y: torch.Tensor, perm: torch.
     own = (lam * (1 - a) * -(z1 * logp).sum(1)).mean()
     partner = ((1 - lam) * (1 - clean[perm]) * -(z2 * logp).sum(1)).mean()
     return labeled + own + partner
-
-
-def mix_boot_loss(logits: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, lam: float,
-                  z: torch.Tensor | None, beta: float) -> torch.Tensor:
-    """MOIT+'s ``criterionMixBoot``: mixup CE, or with hard labels ``z`` (argmax on the un-augmented view)
-    (1 − β)·mixup CE(labels) + β·mixup CE(z)."""
-    ce = lambda t: F.cross_entropy(logits.float(), t, reduction="none")
-    loss = lam * ce(y) + (1 - lam) * ce(y[perm])
-    if z is None:
-        return loss.mean()
-    return ((1 - beta) * loss + beta * (lam * ce(z) + (1 - lam) * ce(z[perm]))).mean()
 
 
 def detection_score(clean: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -330,67 +284,3 @@ class MOIT(Method):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         self.model.eval()
         return self.model(x)
-
-
-@register_method("moit_plus")
-class MOITPlus(MOIT):
-    """MOIT, then MOIT+: a re-initialised classifier fine-tuned on the detected-clean set (Ortego et al. 2021)."""
-
-    Hparams = MOITPlusHparams
-    PRESETS = PLUS_PRESETS
-    STATE_ATTRS = ("clean", "q", "detections", "pool")
-    SMOKE = {"xbm_begin": 1, "start_correction": 1, "k_val": 10, "moit_epochs": 2, "plus_boot_start": 0}
-    display_name = "MOIT+"
-
-    def __init__(self, hp: MOITPlusHparams, ctx: MethodContext):
-        super().__init__(hp, ctx)
-        self.plus_optimizer = make_sgd(self.model.parameters(), hp)  # fresh momentum for the stage
-        self.pool: torch.Tensor | None = None  # the MOIT+ training set (indices), once the stage starts
-
-    def current_lr(self) -> float:
-        opt = self.plus_optimizer if self.in_plus else self.optimizer
-        return float(opt.param_groups[0]["lr"])
-
-    @property
-    def in_plus(self) -> bool:
-        return self.pool is not None
-
-    def start_plus(self) -> None:
-        """Keep the last detection's clean samples and re-initialise the classifier (``ReInitializeClassif``)."""
-        pool = torch.nonzero(self.clean > 0.5).squeeze(1)
-        if pool.numel() == 0:
-            raise LnlError("moit_plus: the last MOIT detection kept no sample; check k_val and the MOIT stage")
-        self.pool = pool
-        self.model.classifier.reset_parameters()  # the default init of a new nn.Linear
-        self.ctx.dist.broadcast_module_(self.model.classifier)
-
-    def _plus_epoch(self, stage_epoch: int) -> dict:
-        ctx, hp = self.ctx, self.hp
-        lr = hp.plus_lr * hp.gamma ** sum(stage_epoch >= m for m in hp.plus_milestones)
-        set_lr(self.plus_optimizer, lr)
-        for group in self.plus_optimizer.param_groups:
-            group["weight_decay"] = hp.plus_weight_decay
-        boot = stage_epoch >= hp.plus_boot_start
-        self.model.train()
-        total, steps = torch.zeros((), device=ctx.device), 0
-        for b in ctx.batches(hp.batch_size, n=len(self.pool)):
-            idx = self.pool[b]
-            x, y = ctx.train.x[idx], ctx.train.y[idx]
-            mixed, perm, lam = self._mix(ctx.augment(x))
-            with ctx.autocast():
-                logits = self.model(mixed)
-                with torch.no_grad():  # every epoch, as the official loop (its batch-norm statistics count)
-                    plain = self.model(ctx.normalize(x))
-            loss = mix_boot_loss(logits, y, perm, lam, plain.argmax(1) if boot else None, hp.plus_boot_beta)
-            ctx.step(loss, self.plus_optimizer)
-            total, steps = total + loss.detach(), steps + 1
-        return {"stage": "moit+", "phase": "boot" if boot else "mixup-ce", "ce_loss": total / max(1, steps),
-                "loss": total / max(1, steps), "plus_samples": len(self.pool), "detected_clean": self.clean.mean()}
-
-    def train_epoch(self, epoch: int) -> dict:
-        if epoch < self.hp.moit_epochs:
-            return self._moit_epoch(epoch)
-        if not self.in_plus:
-            self.start_plus()
-        self.pool = self.pool.to(self.ctx.device)  # a checkpoint may restore it on the CPU
-        return self._plus_epoch(epoch - self.hp.moit_epochs)

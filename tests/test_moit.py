@@ -16,14 +16,8 @@ from lnlbench.contract import MethodContext, TrainSet
 from lnlbench.datasets.augment import Augmenter
 from lnlbench.engine import run_trial
 from lnlbench.errors import LnlError
-from lnlbench.methods.moit import (
-    MOITPlus,
-    MOITPlusHparams,
-    detection_score,
-    icl_loss,
-    mix_boot_loss,
-    moit_classification_loss,
-)
+from lnlbench.methods.moit import detection_score, icl_loss, moit_classification_loss
+from lnlbench.methods.moit_plus import MOITPlus, MOITPlusHparams, mix_boot_loss
 
 
 def _batch_icl(e1, e2, y, p1, p2, l1, l2, tau):
