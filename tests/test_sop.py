@@ -125,3 +125,41 @@ def test_state_round_trips_u_and_v():
     b.load_state_dict(a.state_dict())
     torch.testing.assert_close(b.noise.v, a.noise.v)
     torch.testing.assert_close(b.noise.u, a.noise.u)
+
+
+def _rgb_method(augment: bool, **hp):
+    from lnlbench.methods import sop_plus
+
+    g = torch.Generator().manual_seed(0)
+    train = TrainSet(x=torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8, generator=g),
+                     y=torch.randint(0, 4, (16,), generator=g))
+    aug = Augmenter.build((0.5,) * 3, (0.25,) * 3, 1 if augment else 0, augment, "cpu")
+    ctx = MethodContext(train=train, num_classes=4, image_shape=(3, 8, 8), device=torch.device("cpu"), seed=0,
+                        augmenter=aug)
+    hp = {"model": "mlp", "model_kwargs": {"hidden": [16]}, "batch_size": 8, "epochs": 2, **hp}
+    return sop_plus.SOPPlus(build_hparams(sop_plus.SOPPlusHparams, hp), ctx)
+
+
+def test_sop_plus_sees_a_weak_and_a_strong_view_and_logs_both_regularisers():
+    m = _rgb_method(True)
+    x = m.ctx.train.x[:8]
+    views = m.views(x)
+    assert views.shape == (16, 3, 8, 8)
+    assert not torch.allclose(views[:8], views[8:])  # AutoAugment + Cutout on the second half
+    assert bool((m.strong_view(x) == 0).flatten(1).any(1).all())  # every strong view has its Cutout hole
+    rec = m.train_epoch(0)
+    assert float(rec["consistency"]) > 0 and float(rec["balance"]) > 0
+    plain = _rgb_method(False)  # a protocol without augmentation: the strong view is the plain one
+    torch.testing.assert_close(plain.strong_view(x), plain.ctx.augment(x))
+
+
+def test_sop_plus_loss_is_sop_plus_its_weighted_regularisers():
+    m = _rgb_method(False, ratio_consistency=0.9, ratio_balance=0.1)
+    idx = torch.arange(8)
+    onehot = F.one_hot(m.ctx.train.y[idx], 4).float()
+    z = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    base, pred = sop.sop_loss(z[:8], onehot, *m.noise.terms(idx, onehot))
+    total = base + 0.1 * sop.balance_loss(pred) + 0.9 * sop.consistency_loss(z[:8], z[8:])
+    p_bar = pred.mean(0)
+    kl = (F.softmax(z[:8], 1) * (F.log_softmax(z[:8], 1) - F.log_softmax(z[8:], 1))).sum(1).mean()
+    torch.testing.assert_close(total, base - 0.1 * p_bar.log().mean() + 0.9 * kl)
