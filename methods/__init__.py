@@ -3,6 +3,7 @@ from . import (  # noqa: F401
     car,
     ce,
     coteaching,
+    disc,
     dividemix,
     elr,
     elr_plus,
