@@ -163,3 +163,19 @@ def test_sop_plus_loss_is_sop_plus_its_weighted_regularisers():
     p_bar = pred.mean(0)
     kl = (F.softmax(z[:8], 1) * (F.log_softmax(z[:8], 1) - F.log_softmax(z[8:], 1))).sum(1).mean()
     torch.testing.assert_close(total, base - 0.1 * p_bar.log().mean() + 0.9 * kl)
+
+
+def test_paper_presets_follow_the_config_and_the_readme():
+    from lnlbench.hparams import preset_overrides
+    from lnlbench.methods import sop_plus
+
+    c100 = preset_overrides(sop_plus.PRESETS, "paper", "cifar100", "symmetric", 0.5)
+    assert (c100["model"], c100["lr"], c100["weight_decay"], c100["epochs"], c100["eta_min"]) == (
+        "preact_resnet18", 0.02, 1e-3, 300, 2e-4)
+    assert (c100["lr_u"], c100["lr_v"], c100["ratio_consistency"], c100["ratio_balance"]) == (1.0, 10.0, 0.9, 0.1)
+    asym = preset_overrides(sop_plus.PRESETS, "paper", "cifar100", "asymmetric", 0.4)
+    assert (asym["lr_u"], asym["lr_v"]) == (0.1, 100.0)  # README: 0.1 in the code (1 in the paper)
+    plain = preset_overrides(sop.PRESETS, "paper", "cifar10", "symmetric", 0.5)
+    assert plain["model"] == "resnet34" and "ratio_consistency" not in plain
+    hp = build_hparams(sop.SOPHparams, plain)
+    assert hp.ratio_consistency == hp.ratio_balance == 0.0 and hp.schedule == "cosine"
