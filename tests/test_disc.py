@@ -104,3 +104,12 @@ def test_epochs_divide_and_move_the_thresholds():
     rec = m.train_epoch(1)
     assert rec["phase"] == "disc" and m.clean_probability().shape == (24,)
     assert set(m.selection_sets()) == {"selected"}
+
+
+def test_strong_view_is_randaugment_unless_the_protocol_does_not_augment():
+    m = _method()
+    x = m.ctx.train.x[:8]
+    assert not torch.allclose(m.strong(x), m.ctx.normalize(x))
+    plain = _method()
+    plain.ctx._augmenter = Augmenter.build((0.5,), (0.25,), 0, False, "cpu")  # an augment: false protocol
+    torch.testing.assert_close(plain.strong(x), plain.ctx.normalize(x))
