@@ -1,2 +1,19 @@
 """Methods: one file each, registered by import (``lnlbench list methods``)."""
-from . import car, ce, coteaching, dividemix, elr, elr_plus, gce, mixup, mlnt, moit, moit_plus, sce, tssd  # noqa: F401
+from . import (  # noqa: F401
+    car,
+    ce,
+    coteaching,
+    disc,
+    dividemix,
+    elr,
+    elr_plus,
+    gce,
+    mixup,
+    mlnt,
+    moit,
+    moit_plus,
+    sce,
+    sop,
+    sop_plus,
+    tssd,
+)

@@ -64,6 +64,10 @@ MAIN_PHASE: dict[str, tuple[str, Callable[[dict], bool]]] = {
              lambda res: "selection" not in _hist(res)[0] and "lx" not in _hist(res)[0]
              and all(r.get("selection") is not None and "lx" in r and r["certain_clean"] > 0
                      and set(r.get("selection_sets", {})) == {"certain", "mined"} for r in _hist(res)[1:])),
+    "disc": ("two-view CE in epoch 0, then the clean / hard / purified losses on the sets (clean scored)",
+             lambda res: _hist(res)[0]["phase"] == "warmup"
+             and all(r["phase"] == "disc" and r.get("selection") is not None and r["clean_fraction"] > 0
+                     for r in _hist(res)[1:])),
     "elr_plus": ("the EMA decay at ema_alpha (its ramp done)",
                  lambda res: all(r["ema_decay"] == pytest.approx(res["hparams"]["ema_alpha"])
                                  for r in _hist(res))),

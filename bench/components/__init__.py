@@ -9,6 +9,7 @@
 - :mod:`.cotrain`: two-network helpers (ensemble prediction)
 - :mod:`.heads`: an extra head beside the classifier on a backbone's pooled features (CAR, MOIT)
 - :mod:`.knn`, :mod:`.projection`, :mod:`.augment`: MOIT's kNN detection, projection head and memory, batched SimCLR-style views
+- :mod:`.autoaugment`: batched PIL-equivalent strong augmentation (AutoAugment CIFAR-10 policy, RandAugment pool, Cutout): SOP+, DISC
 """
 from .clipping import clipped_step
 from .cotrain import ensemble_logits

@@ -161,6 +161,20 @@ def preact_resnet18(num_classes: int, in_channels: int = 3, image_size: int = 32
     return model
 
 
+@register_model("resnet18")
+def resnet18(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64) -> CifarResNet:
+    """CIFAR ResNet-18 (3×3 stem, no max-pool, BasicBlock [2,2,2,2], Kaiming init) as DISC's ``models/resnet.py``.
+
+    11.17 M parameters for 10 classes. Kaiming-normal (fan_out) convs and BN weight 1 / bias 0, as the
+    torchvision-derived official file. Deviation: adaptive average pooling (the official file's too).
+    """
+    check_build_args("resnet18", num_classes, in_channels, image_size, CIFAR_MIN_SIZE)
+    _check_width("resnet18", width)
+    model = CifarResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, width)
+    _kaiming_init(model)
+    return model
+
+
 @register_model("resnet34")
 def resnet34(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64) -> CifarResNet:
     """CIFAR ResNet-34 (3×3 stem, no max-pool, BasicBlock [3,4,6,3]) as used by ELR and CIFAR-N.

@@ -1,0 +1,272 @@
+"""Strong augmentation as batched on-device ops: AutoAugment's CIFAR-10 policy and a RandAugment pool, Cutout.
+
+Every sample draws its own sub-policy (or ops), probabilities, magnitudes and signs, and every op runs on the
+whole batch as tensor ops, the sample's own op picked by ``torch.where`` (no per-sample Python, no host sync).
+The ops follow PIL's (what the official pipelines call on each image) on uint8-valued images: ``ImageOps``
+autocontrast / equalize / invert / posterize / solarize, ``ImageEnhance`` brightness / color / contrast /
+sharpness (blend with the degenerate image, truncated to uint8 as PIL's ``Image.blend``), and the affine ops
+(shear, translate, rotate about the centre) with nearest sampling at pixel centres and zero fill, as
+``Image.transform(AFFINE)`` / ``Image.rotate``.
+
+Policies:
+- :data:`AUTOAUG_CIFAR10` (SOP+): ``shengliu66/SOP`` ``data_loader/augmentation_archive.py``
+  ``autoaug_paper_cifar10`` through its ``autoaug2arsaug`` level mapping (levels 0–9 of 10: shear 0.3·l/10,
+  translate l pixels, rotate ⌊30·l/10⌋°, solarize at 256 − ⌊25.6·l⌋, posterize to 4 − ⌊0.4·l⌋ bits, enhance
+  factors 0.1 + 0.18·l), one sub-policy per image, each op with its probability; shear, translate and rotate
+  take a random sign (``augmentations.py``, ``random_mirror``).
+- :func:`randaugment_ops` (DISC): ``JackYFL/DISC`` ``datasets/randaugment.py`` ``RandAugmentwogeo(n=2, m=5)`` on
+  ``new_augment_pool``: n ops drawn with replacement, each with magnitude v ∈ {1, …, m − 1} and applied with
+  probability 1/2, then ``CutoutAbs`` of ⌊0.15·size⌋ pixels in grey (127).
+
+Differences from PIL, all sub-pixel or rounding: greyscale is round(0.299R + 0.587G + 0.114B) (PIL's integer
+formula rounds the same way up to ties); ``rotate`` builds PIL's matrix in float64 without its 15-digit
+rounding. Single-channel images take every op; ``color`` is the identity on them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# op ids (a per-sample integer picks one); GEOMETRIC ops share one affine pass per slot
+OPS = ("identity", "autocontrast", "equalize", "invert", "posterize", "solarize", "solarize_add", "brightness",
+       "color", "contrast", "sharpness", "cutout", "shear_x", "shear_y", "translate_x", "translate_y", "rotate")
+OP = {name: i for i, name in enumerate(OPS)}
+GEOMETRIC = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
+SIGNED = GEOMETRIC + ("solarize_add",)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """PIL's ``convert("L")`` of uint8-valued float (B, C, H, W) → (B, 1, H, W) (C = 1: the image)."""
+    if x.shape[1] == 1:
+        return x
+    return torch.round(0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def _blend(degenerate: torch.Tensor, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """``Image.blend(degenerate, x, f)``: degenerate + f·(x − degenerate), clipped and truncated to uint8."""
+    return torch.floor((degenerate + f.view(-1, 1, 1, 1) * (x - degenerate)).clamp(0.0, 255.0))
+
+
+def autocontrast(x: torch.Tensor) -> torch.Tensor:
+    """``ImageOps.autocontrast``: each channel stretched from its [min, max] to [0, 255] (truncated)."""
+    lo = x.amin((2, 3), keepdim=True)
+    hi = x.amax((2, 3), keepdim=True)
+    scale = 255.0 / (hi - lo).clamp(min=1.0)
+    return torch.where(hi > lo, torch.floor(((x - lo) * scale).clamp(0.0, 255.0)), x)
+
+
+def equalize(x: torch.Tensor) -> torch.Tensor:
+    """``ImageOps.equalize``: per channel, lut[i] = (step//2 + #pixels below i) // step, step = (N − h[last])//255."""
+    b, c, h, w = x.shape
+    flat = x.reshape(b * c, h * w).long()
+    hist = torch.zeros(b * c, 256, dtype=torch.long, device=x.device).scatter_add_(1, flat, torch.ones_like(flat))
+    last = torch.where(hist > 0, torch.arange(256, device=x.device), -1).amax(1, keepdim=True)
+    step = (h * w - hist.gather(1, last)) // 255
+    below = hist.cumsum(1) - hist
+    lut = ((step // 2 + below) // step.clamp(min=1)).clamp(max=255)
+    ident = (step == 0) | ((hist > 0).sum(1, keepdim=True) <= 1)
+    out = torch.where(ident, flat, lut.gather(1, flat))
+    return out.view(b, c, h, w).to(x.dtype)
+
+
+def posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """``ImageOps.posterize``: keep the top ``bits`` bits (0 bits: black)."""
+    q = torch.pow(2.0, 8.0 - bits.clamp(0, 8)).view(-1, 1, 1, 1)
+    return torch.floor(x / q) * q
+
+
+def solarize(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """``ImageOps.solarize``: values ≥ threshold inverted."""
+    return torch.where(x >= threshold.view(-1, 1, 1, 1), 255.0 - x, x)
+
+
+def sharpen_degenerate(x: torch.Tensor) -> torch.Tensor:
+    """PIL's ``ImageFilter.SMOOTH`` (3×3 kernel 1,1,1 / 1,5,1 / 1,1,1 ÷ 13, rounded), border pixels kept."""
+    c = x.shape[1]
+    k = torch.ones(3, 3, device=x.device, dtype=x.dtype)
+    k[1, 1] = 5.0
+    k = (k / 13.0).expand(c, 1, 3, 3)
+    inner = torch.round(F.conv2d(x, k, groups=c))
+    out = x.clone()
+    out[:, :, 1:-1, 1:-1] = inner
+    return out
+
+
+def affine_nearest(x: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
+    """``Image.transform(AFFINE, (a, b, c, d, e, f), NEAREST)``: output pixel (x, y) reads the input at
+    (a·x' + b·y' + c, d·x' + e·y' + f), x' = x + 0.5 (pixel centres), floored; outside → 0."""
+    b, ch, h, w = x.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=mat.dtype) + 0.5,
+                            torch.arange(w, device=x.device, dtype=mat.dtype) + 0.5, indexing="ij")
+    m = mat.view(b, 6, 1, 1)
+    xin = m[:, 0] * xs + m[:, 1] * ys + m[:, 2]
+    yin = m[:, 3] * xs + m[:, 4] * ys + m[:, 5]
+    valid = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
+    xi = torch.floor(xin).long().clamp(0, w - 1)
+    yi = torch.floor(yin).long().clamp(0, h - 1)
+    idx = (yi * w + xi).view(b, 1, h * w).expand(b, ch, h * w)
+    out = x.reshape(b, ch, h * w).gather(2, idx).view(b, ch, h, w)
+    return torch.where(valid.unsqueeze(1), out, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def affine_matrices(op: torch.Tensor, mag: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, 6) PIL affine coefficients of each sample's geometric op (identity for the others)."""
+    mag = mag.double()
+    mat = torch.zeros(op.shape[0], 6, dtype=torch.float64, device=op.device)
+    mat[:, 0] = mat[:, 4] = 1.0
+    mat[:, 1] = torch.where(op == OP["shear_x"], mag, 0.0)
+    mat[:, 3] = torch.where(op == OP["shear_y"], mag, 0.0)
+    mat[:, 2] = torch.where(op == OP["translate_x"], mag, 0.0)
+    mat[:, 5] = torch.where(op == OP["translate_y"], mag, 0.0)
+    rot = op == OP["rotate"]
+    a = -torch.deg2rad(torch.where(rot, mag, 0.0))
+    cos, sin = torch.cos(a), torch.sin(a)
+    cx, cy = w / 2.0, h / 2.0
+    rmat = torch.stack([cos, sin, -cos * cx - sin * cy + cx, -sin, cos, sin * cx - cos * cy + cy], 1)
+    return torch.where(rot[:, None], rmat, mat)
+
+
+def cutout_abs(x: torch.Tensor, size: torch.Tensor, fill: float, generator: torch.Generator | None) -> torch.Tensor:
+    """``CutoutAbs``: a size×size box from (⌊max(0, U·w − size/2)⌋, …) clipped to the image, set to ``fill``."""
+    b, _, h, w = x.shape
+    u = torch.rand(b, 2, device=x.device, generator=generator)
+    x0 = torch.floor((u[:, 0] * w - size / 2).clamp(min=0)).view(-1, 1, 1)
+    y0 = torch.floor((u[:, 1] * h - size / 2).clamp(min=0)).view(-1, 1, 1)
+    s = size.view(-1, 1, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    box = (cols >= x0) & (cols < x0 + s) & (rows >= y0) & (rows < y0 + s) & (s > 0)
+    return torch.where(box.unsqueeze(1), torch.full((), fill, dtype=x.dtype, device=x.device), x)
+
+
+def cutout_centered(x: torch.Tensor, length: int, fill: float, generator: torch.Generator | None) -> torch.Tensor:
+    """DARTS' ``CutoutDefault(length)`` (SOP+): rows and columns [c − length//2, c + length//2) about a uniform
+    pixel c, clipped, set to ``fill`` (0 on normalised images, as the official transform runs it last)."""
+    b, _, h, w = x.shape
+    cy = torch.randint(0, h, (b, 1, 1), device=x.device, generator=generator)
+    cx = torch.randint(0, w, (b, 1, 1), device=x.device, generator=generator)
+    half = length // 2
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    box = (rows >= cy - half) & (rows < cy + half) & (cols >= cx - half) & (cols < cx + half)
+    return torch.where(box.unsqueeze(1), torch.full((), fill, dtype=x.dtype, device=x.device), x)
+
+
+def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor, generator: torch.Generator | None = None,
+              cutout_fill: float = 127.0) -> torch.Tensor:
+    """One op per sample (``op`` ids into :data:`OPS`, magnitudes in the op's own unit: factor, bits,
+    threshold, pixels, degrees, shear) on uint8-valued float images; identity where ``op`` is 0."""
+    _, _, h, w = x.shape
+    sel = {name: (op == i).view(-1, 1, 1, 1) for i, name in enumerate(OPS)}
+    geo = torch.zeros_like(op, dtype=torch.bool)
+    for name in GEOMETRIC:
+        geo |= op == OP[name]
+    out = torch.where(geo.view(-1, 1, 1, 1), affine_nearest(x, affine_matrices(op, mag, h, w)), x)
+    gray = _gray(x)
+    mean = torch.round(gray.mean((1, 2, 3), keepdim=True))
+    cand = {
+        "autocontrast": lambda: autocontrast(x),
+        "equalize": lambda: equalize(x),
+        "invert": lambda: 255.0 - x,
+        "posterize": lambda: posterize(x, mag),
+        "solarize": lambda: solarize(x, mag),
+        "solarize_add": lambda: solarize((x + mag.view(-1, 1, 1, 1)).clamp(0.0, 255.0),
+                                         torch.full_like(mag, 128.0)),
+        "brightness": lambda: _blend(torch.zeros_like(x), x, mag),
+        "color": lambda: _blend(gray.expand_as(x), x, mag),
+        "contrast": lambda: _blend(mean.expand_as(x), x, mag),
+        "sharpness": lambda: _blend(sharpen_degenerate(x), x, mag),
+        "cutout": lambda: cutout_abs(x, mag, cutout_fill, generator),
+    }
+    for name, fn in cand.items():
+        out = torch.where(sel[name], fn(), out)
+    return out
+
+
+# AutoAugment's CIFAR-10 policy as (op, probability, level 0–9) pairs (SOP's ``autoaug_paper_cifar10``)
+AUTOAUG_CIFAR10 = (
+    (("invert", 0.1, 7), ("contrast", 0.2, 6)), (("rotate", 0.7, 2), ("translate_x", 0.3, 9)),
+    (("sharpness", 0.8, 1), ("sharpness", 0.9, 3)), (("shear_y", 0.5, 8), ("translate_y", 0.7, 9)),
+    (("autocontrast", 0.5, 8), ("equalize", 0.9, 2)), (("shear_y", 0.2, 7), ("posterize", 0.3, 7)),
+    (("color", 0.4, 3), ("brightness", 0.6, 7)), (("sharpness", 0.3, 9), ("brightness", 0.7, 9)),
+    (("equalize", 0.6, 5), ("equalize", 0.5, 1)), (("contrast", 0.6, 7), ("sharpness", 0.6, 5)),
+    (("color", 0.7, 7), ("translate_x", 0.5, 8)), (("equalize", 0.3, 7), ("autocontrast", 0.4, 8)),
+    (("translate_y", 0.4, 3), ("sharpness", 0.2, 6)), (("brightness", 0.9, 6), ("color", 0.2, 6)),
+    (("solarize", 0.5, 2), ("invert", 0.0, 3)), (("equalize", 0.2, 0), ("autocontrast", 0.6, 0)),
+    (("equalize", 0.2, 8), ("equalize", 0.6, 4)), (("color", 0.9, 9), ("equalize", 0.6, 6)),
+    (("autocontrast", 0.8, 4), ("solarize", 0.2, 8)), (("brightness", 0.1, 3), ("color", 0.7, 0)),
+    (("solarize", 0.4, 5), ("autocontrast", 0.9, 3)), (("translate_y", 0.9, 9), ("translate_y", 0.7, 9)),
+    (("autocontrast", 0.9, 2), ("solarize", 0.8, 3)), (("equalize", 0.8, 8), ("invert", 0.1, 3)),
+    (("translate_y", 0.7, 9), ("autocontrast", 0.9, 1)),
+)
+
+
+def autoaug_magnitude(name: str, level: int) -> float:
+    """SOP's ``autoaug2arsaug`` mapping of a level (0–9 of 10) to the op's unit (translate: level pixels)."""
+    table = {"shear_x": 0.3 * level / 10, "shear_y": 0.3 * level / 10, "rotate": int(30 * level / 10),
+             "solarize": 256 - int(256 * level / 10), "posterize": 4 - int(4 * level / 10),
+             "translate_x": float(level), "translate_y": float(level)}
+    return float(table.get(name, 0.1 + 1.8 * level / 10))
+
+
+def _table(policy) -> torch.Tensor:
+    """(P, 2, 3) float table of a policy: op id, probability, magnitude per slot."""
+    return torch.tensor([[[OP[n], p, autoaug_magnitude(n, lv)] for n, p, lv in sub] for sub in policy],
+                        dtype=torch.float64)
+
+
+def _signed(op: torch.Tensor, mag: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """A random sign (½ each) on the magnitudes of the signed ops."""
+    signed = torch.zeros_like(op, dtype=torch.bool)
+    for name in SIGNED:
+        signed |= op == OP[name]
+    flip = torch.rand(op.shape, device=op.device, generator=generator) < 0.5
+    return torch.where(signed & flip, -mag, mag)
+
+
+def autoaugment_cifar10(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """AutoAugment's CIFAR-10 policy on a uint8 batch (one sub-policy per image); returns uint8."""
+    table = _table(AUTOAUG_CIFAR10).to(x.device)
+    b = x.shape[0]
+    pick = torch.randint(0, table.shape[0], (b,), device=x.device, generator=generator)
+    out = x.float()
+    for slot in range(2):
+        row = table[pick, slot]
+        op = row[:, 0].long()
+        keep = torch.rand(b, device=x.device, generator=generator, dtype=torch.float64) <= row[:, 1]
+        op = torch.where(keep, op, 0)
+        out = apply_ops(out, op, _signed(op, row[:, 2].float(), generator), generator)
+    return out.to(torch.uint8)
+
+
+# DISC's ``new_augment_pool``: (op, max_v, bias); magnitude = v·max_v/10 + bias (int for the integer ops)
+DISC_POOL = (("autocontrast", 0, 0), ("brightness", 1.8, 0.1), ("color", 1.8, 0.1), ("contrast", 1.8, 0.1),
+             ("cutout", 0.1, 0), ("equalize", 0, 0), ("invert", 0, 0), ("posterize", 4, 4), ("rotate", 30, 0),
+             ("sharpness", 1.8, 0.1), ("shear_x", 0.1, 0), ("shear_y", 0.1, 0), ("solarize", 256, 0),
+             ("solarize_add", 110, 0), ("translate_x", 0.05, 0), ("translate_y", 0.05, 0))
+_INT_OPS = ("posterize", "rotate", "solarize", "solarize_add")
+
+
+def randaugment_ops(x: torch.Tensor, n: int = 2, m: int = 5, generator: torch.Generator | None = None,
+                    pool=DISC_POOL) -> torch.Tensor:
+    """DISC's ``RandAugmentwogeo(n, m)`` on a uint8 batch: n pool ops per image (each with p ½, v ∈ [1, m)),
+    then a grey ``CutoutAbs`` of ⌊0.15·size⌋ pixels; returns uint8."""
+    b, _, h, w = x.shape
+    size = min(h, w)
+    ids = torch.tensor([OP[name] for name, _, _ in pool], device=x.device)
+    max_v = torch.tensor([mv for _, mv, _ in pool], device=x.device, dtype=torch.float64)
+    bias = torch.tensor([bs for _, _, bs in pool], device=x.device, dtype=torch.float64)
+    integer = torch.tensor([name in _INT_OPS for name, _, _ in pool], device=x.device)
+    rel = torch.tensor([name in ("cutout", "translate_x", "translate_y") for name, _, _ in pool], device=x.device)
+    out = x.float()
+    for _ in range(n):
+        k = torch.randint(0, len(pool), (b,), device=x.device, generator=generator)
+        v = torch.randint(1, m, (b,), device=x.device, generator=generator).double()
+        mag = v * max_v[k] / 10
+        mag = torch.where(integer[k], torch.floor(mag), mag) + bias[k]
+        mag = torch.where(rel[k], torch.floor(mag * size), mag)  # Cutout, Translate: a fraction of the size
+        mag = torch.where(ids[k] == OP["solarize"], 256 - mag, mag)  # DISC's Solarize(img, 256 − v)
+        op = torch.where(torch.rand(b, device=x.device, generator=generator) < 0.5, ids[k], 0)
+        out = apply_ops(out, op, _signed(op, mag.float(), generator), generator, cutout_fill=127.0)
+    out = cutout_abs(out, torch.full((b,), float(int(size * 0.15)), device=x.device), 127.0, generator)
+    return out.to(torch.uint8)
