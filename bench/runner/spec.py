@@ -214,12 +214,15 @@ def _noise(item: Any) -> NoiseSetting:
         item = {"name": item}
     if not isinstance(item, dict) or "name" not in item:
         raise LnlError(f"each noise entry needs a name, e.g. {{name: symmetric, rates: [0.2]}}; got {item!r}")
-    extra = sorted(set(item) - {"name", "rates", "variants", "datasets", "options"})
+    extra = sorted(set(item) - {"name", "rates", "variants", "datasets", "options", "path"})
     if extra:
         raise LnlError(f"noise '{item['name']}': unknown key(s) {', '.join(extra)}; "
-                       "known: name, rates, variants, datasets, options")
+                       "known: name, rates, variants, datasets, options, path")
     name = str(item["name"])
     base, _ = parse_noise(name, dict(item.get("options") or {}))  # unknown noise → known names
+    if getattr(NOISE.get(base), "frozen", None) is not None or "path" in item:
+        item = _frozen_entry(item, base)
+        name = base
     fixed = getattr(NOISE.get(base), "fixed_rate", False)
     rates = item.get("rates")
     if fixed and rates not in (None, []):
@@ -241,6 +244,27 @@ def _noise(item: Any) -> NoiseSetting:
             parse_noise(f"{name}:{v}", opts)
         return NoiseSetting(name, checked, datasets, opts, tuple(str(v) for v in variants))
     return NoiseSetting(name, checked, datasets, opts)
+
+
+def _frozen_entry(item: dict[str, Any], base: str) -> dict[str, Any]:
+    """A noise-file entry (``file:PATH``, ``{name: file, path: PATH}`` or ``variants: [PATH, ...]``) with
+    absolute paths, so a Ray worker whose folder differs reads the same file."""
+    if getattr(NOISE.get(base), "frozen", None) is None:
+        raise LnlError(f"noise '{item['name']}': path is for labels frozen in a file (name: file)")
+    opts = dict(_mapping(item.get("options"), f"noise '{base}' options"))
+    given = [p for p in (str(item["name"]).partition(":")[2], item.get("path"), opts.get("path")) if p]
+    if item.get("variants"):
+        if given:
+            raise LnlError(f"noise '{base}': give the files either as variants or as one path, not both")
+        return {**item, "name": base, "variants": [_abspath(v) for v in _as_list(item["variants"], "variants")]}
+    if len(given) != 1:
+        raise LnlError(f"noise '{base}' needs one path: {{name: file, path: PATH}} or file:PATH")
+    rest = {k: v for k, v in item.items() if k != "path"}
+    return {**rest, "name": base, "options": {**opts, "path": _abspath(given[0])}}
+
+
+def _abspath(path: Any) -> str:
+    return os.path.abspath(Path(str(path)).expanduser())
 
 
 def _rate(name: str, r: Any) -> float:
