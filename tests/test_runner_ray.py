@@ -132,6 +132,28 @@ def test_light_executor_retries_from_its_checkpoint_and_skips_finished_trials(fa
     assert kinds(Path(spec.storage), second) == ["start", "end"]
 
 
+@pytest.mark.parametrize("executor", ["light", "train"])
+def test_a_diverging_cell_fails_at_once_and_the_others_finish(ray_session, tmp_path, executor):
+    """Divergence is deterministic: one attempt (no retry from its checkpoint), marked failed; a resume (a new
+    driver session) tries it again, since the user may have changed something."""
+    from lnlbench.runner.ray_runner import run_grid
+
+    spec = parse_spec(grid(tmp_path, executor=executor, seeds=[0], methods=["ce", "sce"], max_failures=2,
+                           noise=[{"name": "symmetric", "rates": [0.2]}], overrides={"ce": {"lr": 1e12}}))
+    diverging, plain = (c.trial_id for c in expand(spec))
+    outcome = run_grid(spec, quiet=True)
+    run = Path(spec.storage)
+    assert outcome.counts == {"done": 1, "running": 0, "failed": 1, "pending": 0}
+    assert kinds(run, diverging) == ["start", "failed"]  # not retried max_failures times
+    failed = result(run, diverging)
+    assert failed["status"] == "failed" and failed["error"]["type"] == "NonFiniteError"
+    assert "training diverged" in failed["error"]["message"]
+    assert kinds(run, plain) == ["start", "end"] and result(run, plain)["status"] == "ok"
+    run_grid(spec, quiet=True)  # a resume retries it once more (and it diverges again), the done cell stays
+    assert kinds(run, diverging) == ["start", "failed", "resume", "failed"]
+    assert kinds(run, plain) == ["start", "end"]
+
+
 # -- a driver killed with SIGKILL --------------------------------------------------------------------------
 def _stat(pid: int) -> tuple[str, int, int] | None:
     """(state, parent pid, start time) of a process, None if it is gone."""
