@@ -149,6 +149,8 @@ def test_a_diverging_cell_fails_at_once_and_the_others_finish(ray_session, tmp_p
     assert failed["status"] == "failed" and failed["error"]["type"] == "NonFiniteError"
     assert "training diverged" in failed["error"]["message"]
     assert kinds(run, plain) == ["start", "end"] and result(run, plain)["status"] == "ok"
+    if executor == "train":  # the resume below is the same for both executors (the driver's session)
+        return
     run_grid(spec, quiet=True)  # a resume retries it once more (and it diverges again), the done cell stays
     assert kinds(run, diverging) == ["start", "failed", "resume", "failed"]
     assert kinds(run, plain) == ["start", "end"]
