@@ -80,7 +80,9 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="ce", help="registered method (lnlbench list methods)")
     p.add_argument("--dataset", default="digits", help="registered dataset (default: digits, offline)")
     p.add_argument("--noise", default="symmetric",
-                   help="noise generator, optionally with its variant: symmetric, asymmetric:elr, cifar10n:worst")
+                   help="noise generator, optionally with its variant: symmetric, asymmetric:elr, "
+                        "cifar10n:worst, "
+                        "file:PATH (labels frozen in a file: lnlbench noise export, or a .npy/.json array)")
     p.add_argument("--rate", type=float, default=None,
                    help="noise rate in [0, 1) (synthetic noise; omit for real noise)")
     p.add_argument("--seed", type=int, default=0)
@@ -124,6 +126,31 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
 
 
 
+# -- noise -----------------------------------------------------------------------------------------
+def cmd_noise(args: argparse.Namespace) -> int:
+    if args.noise_command != "export":
+        args.noise_parser.print_help()
+        return 2
+    from .noisefile import export_noise
+
+    done = export_noise(args.source, args.out)
+    print(f"{done['n']} noisy labels of {done['trial_id']} ({done['noise_label']}, "
+          f"sha256 {done['sha256'][:12]}) "
+          f"-> {done['out']}; train on them with --noise file:{done['out']}")
+    return 0
+
+
+def _noise_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="noise_command", metavar="ACTION")
+    p.set_defaults(noise_parser=p)
+    help_ = ("write a trial's noisy labels to an .npz with their hash, generator, options, rate, seed and the "
+             "clean-label hash (to share them; train on them again with --noise file:FILE)")
+    e = sub.add_parser("export", help=help_, description=help_)
+    e.add_argument("source", metavar="RUN_DIR_OR_CELL",
+                   help="a trial folder (it holds result.json), or a run folder with exactly one trial")
+    e.add_argument("--out", required=True, metavar="FILE.npz", help="the noise file to write")
+
+
 # -- perf ------------------------------------------------------------------------------------------
 def cmd_perf(args: argparse.Namespace) -> int:
     from .perf import FULL, QUICK, run_perf  # torch is imported here, not by `lnlbench --help`
@@ -161,6 +188,8 @@ def _perf_args(p: argparse.ArgumentParser) -> None:
 BASIC_COMMANDS = (
     Command("list", "list the registered methods, noise generators, datasets and models", _list_args, cmd_list),
     Command("trial", "run one trial locally and print a one-line summary", _trial_args, cmd_trial),
+    Command("noise", "frozen noise files: `noise export` writes a trial's noisy labels to share them",
+            _noise_args, cmd_noise),
     Command("perf", "measure engine overhead, augmentation, method cost, grid packing and memory "
                     "(each a side-by-side ratio)", _perf_args, cmd_perf),
 )

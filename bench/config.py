@@ -234,7 +234,10 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
         DATASETS.get(config.dataset)
     data_opts = parse_data_options(config.dataset, config.data_options)
     noise_name, noise_opts = parse_noise(config.noise, config.noise_options)
-    if getattr(NOISE.get(noise_name), "fixed_rate", False):
+    noise_fn = NOISE.get(noise_name)
+    if getattr(noise_fn, "frozen", None) is not None:  # labels in a file: its path and hash enter the id
+        noise_opts = noise_fn.frozen(noise_opts)
+    if getattr(noise_fn, "fixed_rate", False):
         if config.rate not in (None, 0, 0.0):
             raise LnlError(f"noise '{noise_name}' is real noise whose label set fixes the rate; omit the rate")
     elif config.rate is None:
@@ -275,7 +278,8 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
         if golden_use == "add":
             identity["golden_add"] = True
     rate = "na" if config.rate is None else f"{config.rate:g}"
-    variant = "-".join(f"{v}" for v in noise_opts.values())
+    variant = getattr(noise_fn, "tag", None) and noise_fn.tag(noise_opts)  # a noise file: name@hash
+    variant = variant or "-".join(f"{v}" for v in noise_opts.values())
     tag = _safe(f"{noise_name}{'-' + variant if variant else ''}")
     trial_id = f"{config.method}_{config.dataset}_{tag}_{rate}_s{config.seed}_{_digest(identity)[:8]}"
     return ResolvedTrial(config, method_cls, hp, preset, noise_name, noise_opts, subset, trial_id, augment,

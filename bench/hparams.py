@@ -114,6 +114,15 @@ MINI_CIFAR = Recipe(
                  schedule="constant"),
     protocol=Protocol(subset=300, test_subset=200, augment=False))
 
+# The CPU-scale Tiny-ImageNet protocol (CE's and Co-teaching's ``mini`` entry): the same small ResNet and
+# memorisation regime as MINI_CIFAR on 40 training images per class (8,000 of the 200 classes, 64×64) and a
+# fixed 10-per-class (2,000) part of the validation set, 12 epochs: about 10 minutes of one CPU core per CE
+# trial (64×64 costs ~4× a 32×32 image). A CPU check of the pipeline and the ranking, not a paper figure.
+MINI_TINY = Recipe(
+    hparams=dict(model="cnn_small", epochs=12, batch_size=128, lr=0.05, nesterov=True, weight_decay=5e-4,
+                 schedule="constant"),
+    protocol=Protocol(subset=40, test_subset=10, augment=False))
+
 # The digits ``mini`` recipe (CE's, which the other methods' digits recipes build on): the 2-hidden-layer
 # MLP long enough at a constant lr that CE memorises the noise (../shared/reference/cpu-calibration.md).
 DIGITS_MLP: dict[str, Any] = dict(model="mlp", epochs=100, batch_size=64, lr=0.05, nesterov=False,
@@ -121,6 +130,12 @@ DIGITS_MLP: dict[str, Any] = dict(model="mlp", epochs=100, batch_size=64, lr=0.0
 
 # The CIFAR-N CE recipe (UCSC-REAL/cifar-10-100n ``main.py``): ResNet-34, SGD lr 0.1 for 60 epochs then 0.01
 # for 40, momentum 0.9, weight decay 5e-4, batch 128; the methods without a published CIFAR-N recipe use it.
+# Protocol note: the CIFAR-N leaderboard reports the *best test accuracy over epochs*, chosen without a
+# validation set (``main.py`` keeps the max test accuracy), i.e. model selection on the test labels. Our
+# ``best_acc`` is that number; ``bench/grids/cifar-n.yaml`` also holds out a noisy validation split
+# (``val_fraction: 0.1``), so every trial records ``selected_acc``: the test accuracy at the epoch the noisy
+# validation accuracy picks, a noise-blind choice a user can make. Tables show both; compare published
+# CIFAR-N figures with ``best_acc`` (trained on 90 % of the images here, the paper on 100 %).
 CIFAR_N_CE: dict[str, Any] = dict(model="resnet34", epochs=100, batch_size=128, lr=0.1, nesterov=False,
                                   weight_decay=5e-4, schedule="step", milestones=(60,))
 

@@ -27,7 +27,7 @@ T = TypeVar("T")
 # Modules whose import registers the built-in entries of each kind.
 _BUILTIN_MODULES = {
     "method": ("lnlbench.methods",),
-    "noise": ("lnlbench.datasets.noise", "lnlbench.datasets.real_noise"),
+    "noise": ("lnlbench.datasets.noise", "lnlbench.datasets.real_noise", "lnlbench.datasets.noise_file"),
     "dataset": ("lnlbench.datasets",),
     "model": ("lnlbench.models",),
 }
@@ -149,7 +149,9 @@ def register_method(name: str):
 
 
 def register_noise(name: str, variant_option: str | None = None, fixed_rate: bool = False,
-                   default_variant: str | None = None, aliases: Mapping[str, str] | None = None):
+                   default_variant: str | None = None, aliases: Mapping[str, str] | None = None,
+                   frozen: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                   tag: Callable[[Mapping[str, Any]], str | None] | None = None):
     """Register a noise generator ``(labels, num_classes, rate, rng, info) -> NoisyLabels``.
 
     ``variant_option`` names the option that the short spec ``name:variant`` sets
@@ -158,8 +160,15 @@ def register_noise(name: str, variant_option: str | None = None, fixed_rate: boo
     when it names none, and ``aliases`` maps other spellings of a variant to its canonical one
     (``rand1`` → ``random1``): declared here once, they decide the canonical label of
     :func:`noise_label` that results record and tables group by.
+
+    ``frozen`` marks a generator that reads labels frozen in a file (``file``): the file is its own
+    record, so the harness caches no copy; the function completes the options once at resolve time (the
+    absolute path, the labels' hash), which then enter the trial id. ``tag(options)`` is the variant label
+    such a generator shows instead of its options (``name@hash``), or None to fall back.
     """
     def wrap(fn):
+        fn.frozen = frozen
+        fn.tag = tag
         fn.variant_option = variant_option
         fn.fixed_rate = fixed_rate
         fn.default_variant = default_variant
@@ -181,6 +190,9 @@ def noise_label(name: str, options: Mapping[str, Any] | None = None, rate: float
     key = getattr(fn, "variant_option", None)
     if not variant and options and key in options:
         variant = str(options[key]).lower()
+    tagged = getattr(fn, "tag", None) and fn.tag(options or {})
+    if tagged:
+        return f"{base}:{tagged}"
     variant = getattr(fn, "variant_aliases", {}).get(variant, variant)
     variant = variant or getattr(fn, "default_variant", None) or ""
     if rate is not None and float(rate) == 0.0 and not getattr(fn, "fixed_rate", False):

@@ -39,6 +39,7 @@ class NoiseFields:
     sha256: str | None = None
     realized_rate: float | None = None
     generated: bool | None = None  # True if this trial generated the noise file, False if reused
+    clean_fingerprint: str | None = None  # hash of the clean labels and original indices the noise is for
 
 
 @dataclass

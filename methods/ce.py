@@ -26,7 +26,17 @@ import torch
 import torch.nn.functional as F
 
 from lnlbench.contract import Method, MethodContext
-from lnlbench.hparams import CIFAR_N_CE, DIGITS_MLP, MINI_CIFAR, Recipe, TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import (
+    CIFAR_N_CE,
+    DIGITS_MLP,
+    MINI_CIFAR,
+    MINI_TINY,
+    Recipe,
+    TrainHparams,
+    lr_at,
+    make_sgd,
+    set_lr,
+)
 from lnlbench.registry import register_method
 
 _CIFAR = dict(model="preact_resnet18", epochs=300, batch_size=128, lr=0.02, weight_decay=5e-4,
@@ -44,6 +54,7 @@ PRESETS = {
     "mini": {
         "digits": DIGITS_MLP,
         "cifar10": MINI_CIFAR,
+        "tiny_imagenet": MINI_TINY,
     },
 }
 

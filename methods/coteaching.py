@@ -71,7 +71,7 @@ from lnlbench.components import ensemble_logits, forget_rate_schedule, gmm_clean
 from lnlbench.components.selection import minmax
 from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
-from lnlbench.hparams import MINI_CIFAR, Recipe, TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import MINI_CIFAR, MINI_TINY, Recipe, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 
@@ -102,6 +102,8 @@ PRESETS = {
         "digits": Recipe({"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.001, "epoch_decay_start": 40,
                           "num_gradual": 10}, protocol=dict(augment=True)),
         "cifar10": MINI_CIFAR.with_hparams(lr=0.001, weight_decay=0.0, epoch_decay_start=10, num_gradual=5),
+        # the cifar10 entry's schedule scaled to MINI_TINY's 12 epochs
+        "tiny_imagenet": MINI_TINY.with_hparams(lr=0.001, weight_decay=0.0, epoch_decay_start=5, num_gradual=3),
     },
 }
 

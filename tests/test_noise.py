@@ -139,6 +139,25 @@ def real_case(name: str, tmp: Path, file: str, keys: tuple[str, ...], key: str, 
 C10_KEYS = ("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3")
 
 
+def file_cases(tmp: Path) -> dict[str, Case]:
+    """Labels frozen in a file: an exported .npz (checked against the clean labels) and a plain .npy."""
+    from lnlbench.datasets.noise_file import clean_fingerprint, write_noise_file
+
+    clean, rng = balanced(10, 2000), np.random.default_rng(4)
+    noisy = np.where(rng.random(len(clean)) < 0.2, rng.integers(0, 10, len(clean)), clean)
+    index = np.random.default_rng(3).permutation(5000)[:2000]
+    write_noise_file(tmp / "frozen.npz", noisy, np.eye(10), {
+        "dataset": "cifar10", "clean_fingerprint": clean_fingerprint(clean, index)})
+    np.save(tmp / "plain.npy", noisy)
+
+    def exact(case: Case, out: NoisyLabels) -> None:
+        np.testing.assert_array_equal(out.labels, noisy)
+
+    return {kind: Case("file", clean, 10, c10_info(train_index=index, options={"path": str(tmp / name)}),
+                       rate=0.0, random=False, fixed=True, exact=exact)
+            for kind, name in (("exported", "frozen.npz"), ("plain", "plain.npy"))}
+
+
 def build_asymmetric(tmp: Path) -> dict[str, Case]:
     y10, y100 = balanced(10), balanced(100)
     return {
@@ -169,6 +188,7 @@ BUILDERS: dict[str, Callable[[Path], dict[str, Case]]] = {
                            label_set="rand2")},
     "cifar100n": lambda tmp: {
         "noisy": real_case("cifar100n", tmp, "cifar100n_labels.npz", ("noisy_label",), "noisy_label", 100)},
+    "file": file_cases,
     "given": lambda tmp: {
         "given": Case("given", balanced(10, 2000), 10, NoiseInfo(given_noisy=balanced(10, 2000, seed=9)),
                       rate=0.0, random=False, fixed=True)},

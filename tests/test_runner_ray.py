@@ -132,6 +132,30 @@ def test_light_executor_retries_from_its_checkpoint_and_skips_finished_trials(fa
     assert kinds(Path(spec.storage), second) == ["start", "end"]
 
 
+@pytest.mark.parametrize("executor", ["light", "train"])
+def test_a_diverging_cell_fails_at_once_and_the_others_finish(ray_session, tmp_path, executor):
+    """Divergence is deterministic: one attempt (no retry from its checkpoint), marked failed; a resume (a new
+    driver session) tries it again, since the user may have changed something."""
+    from lnlbench.runner.ray_runner import run_grid
+
+    spec = parse_spec(grid(tmp_path, executor=executor, seeds=[0], methods=["ce", "sce"], max_failures=2,
+                           noise=[{"name": "symmetric", "rates": [0.2]}], overrides={"ce": {"lr": 1e12}}))
+    diverging, plain = (c.trial_id for c in expand(spec))
+    outcome = run_grid(spec, quiet=True)
+    run = Path(spec.storage)
+    assert outcome.counts == {"done": 1, "running": 0, "failed": 1, "pending": 0}
+    assert kinds(run, diverging) == ["start", "failed"]  # not retried max_failures times
+    failed = result(run, diverging)
+    assert failed["status"] == "failed" and failed["error"]["type"] == "NonFiniteError"
+    assert "training diverged" in failed["error"]["message"]
+    assert kinds(run, plain) == ["start", "end"] and result(run, plain)["status"] == "ok"
+    if executor == "train":  # the resume below is the same for both executors (the driver's session)
+        return
+    run_grid(spec, quiet=True)  # a resume retries it once more (and it diverges again), the done cell stays
+    assert kinds(run, diverging) == ["start", "failed", "resume", "failed"]
+    assert kinds(run, plain) == ["start", "end"]
+
+
 # -- a driver killed with SIGKILL --------------------------------------------------------------------------
 def _stat(pid: int) -> tuple[str, int, int] | None:
     """(state, parent pid, start time) of a process, None if it is gone."""
@@ -273,6 +297,85 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
         assert ev[-1]["event"] == "end"
         resumed_ids += [tid] if len(starts) > 1 else []
     assert resumed_ids  # the trial in flight at the kill continued from its checkpoint
+
+
+def _strip(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in rec.items() if not k.endswith("time_s")} for rec in history]
+
+
+def _table(run: Path, capsys) -> str:
+    from lnlbench.cli import main
+
+    capsys.readouterr()
+    assert main(["table", str(run)]) == 0
+    return capsys.readouterr().out
+
+
+def test_three_driver_kills_and_resumes_converge_to_the_uninterrupted_table(tmp_path, capsys):
+    """A 12-trial digits grid (light executor, one trial at a time): the ``lnlbench run`` driver is killed
+    (SIGKILL, with its Ray) after 3, 6 and 9 trials are done, resumed each time; the finished grid has the
+    table and the per-trial histories of an uninterrupted run, and no finished trial ran twice."""
+    from lnlbench.engine import run_trial
+
+    raw = grid(tmp_path, executor="light", methods=["ce", "sce"], seeds=[0, 1, 2], epochs=4, subset=10,
+               noise=[{"name": "symmetric", "rates": [0.2, 0.4]}], max_concurrent=1)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cells = expand(parse_spec(raw))
+    ids, run = [c.trial_id for c in cells], Path(raw["storage"])
+    assert len(ids) == 12
+    tag = f"lnlbench-test-{uuid.uuid4().hex}"
+    ray_tmp = tempfile.mkdtemp(prefix="lnlcyc", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(LNLBENCH_TEST_TAG=tag, RAY_TMPDIR=ray_tmp, RAY_AUTH_MODE="disabled")
+    cmd = [sys.executable, "-m", "lnlbench.cli"]
+    finished_at_kill: list[set[str]] = []
+    try:
+        for cycle, kill_after in enumerate((3, 6, 9, None)):
+            args = ["run", str(path)] if cycle == 0 else ["resume", str(run)]
+            driver = subprocess.Popen(cmd + args + ["--quiet"], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True)
+            if kill_after is None:
+                _, err = driver.communicate(timeout=900)
+                assert driver.returncode == 0, err
+                break
+
+            def ready(k=kill_after, d=driver):
+                states = _states(run, ids)
+                assert d.poll() is None, f"the driver ended before {k} trials were done: {states}"
+                done = sum(s == "ok" for s, _ in states.values())
+                mid_trial = any(s == "running" and n >= 1 for s, n in states.values())
+                return states if done >= k and (mid_trial or done >= k + 2) else None
+
+            # A deadline that scales with the work (Ray start-up and 3 more trials on a busy machine).
+            states = _wait_for(f"{kill_after} trials done (cycle {cycle})", 900, ready)
+            ray_processes = _descendants(driver.pid)
+            os.kill(driver.pid, signal.SIGKILL)
+            _kill_ours(tag, ray_processes)
+            driver.wait(timeout=30)
+            finished_at_kill.append({tid for tid, (s, _) in states.items() if s == "ok"})
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        _kill_ours(tag)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert all(s == "ok" for s, _ in _states(run, ids).values())
+    for tid in finished_at_kill[0]:
+        assert kinds(run, tid) == ["start", "end"]  # finished before the first kill: never rerun
+    for tid in ids:  # every other start is a resume from a checkpoint, never a restart from epoch 0
+        starts = [e for e in events(run, tid) if e["event"] in ("start", "resume")]
+        assert starts[0]["event"] == "start" and all(e["event"] == "resume" for e in starts[1:]), tid
+    # The uninterrupted run, in this process with the workers' thread count (float sums differ otherwise).
+    ref, threads = tmp_path / "ref", torch.get_num_threads()
+    torch.set_num_threads(int(raw["resources"]["cpus_per_worker"]))
+    try:
+        for c in cells:
+            assert run_trial({**c.config, "out_dir": str(ref / "trials")})["status"] == "ok"
+    finally:
+        torch.set_num_threads(threads)
+    for tid in ids:
+        assert _strip(result(run, tid)["history"]) == _strip(result(ref, tid)["history"]), tid
+    assert _table(run, capsys) == _table(ref, capsys)
 
 
 def test_worker_killed_by_sigkill_three_times_converges_to_the_uninterrupted_run(faults, tmp_path):

@@ -74,9 +74,12 @@ def test_missing_bucket_and_unreachable_endpoint_are_one_line_errors(s3, tmp_pat
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and expected in err, err
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # nothing listens there
+    started = time.monotonic()
     assert main(["run", str(_grid(tmp_path, "s3://lnl/run"))]) == 2
+    took = time.monotonic() - started
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is unreachable" in err, err
+    assert took < 2.0, f"the unreachable-storage check took {took:.1f}s (the probe's short timeout/retries)"
     assert not (tmp_path / "staging").exists()  # no trial started
 
 

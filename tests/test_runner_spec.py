@@ -137,7 +137,47 @@ def test_dry_run_counts(tmp_path, capsys):
 def test_example_grids_load_and_expand(path):
     spec = load_spec(path)
     cells = expand(spec)
-    assert len(cells) >= len(spec.methods) * len(spec.seeds)
+    covered = {c.config["method"] for c in cells}
+    assert covered and len(cells) >= len(covered) * len(spec.seeds)
+    if not spec.require_recipe:  # else only the methods with a recipe (test below)
+        assert covered == set(spec.methods)
+
+
+@pytest.mark.parametrize("name", ["cifar-n", "tiny-imagenet"])
+def test_real_data_grids_run_every_method_with_a_recipe(name, capsys):
+    """Resolved without data: a method runs where its preset has a recipe, else it is left out with a note."""
+    from lnlbench.hparams import lookup_recipe
+
+    spec = load_spec(GRIDS / f"{name}.yaml")
+    assert spec.require_recipe and spec.methods == tuple(METHODS.names())
+    cells = expand(spec)
+    notes = capsys.readouterr().err
+    for method in METHODS.names():
+        presets = METHODS.get(method).PRESETS
+        for dataset in spec.datasets:
+            wanted = [(s.name, v) for s in spec.noise if not s.datasets or dataset in s.datasets
+                      for v in (s.variants or [None])]
+            ok = [lookup_recipe(presets, spec.preset, dataset, n, None if s.rates == (None,) else s.rates[0])
+                  .status == "preset" for s in spec.noise if not s.datasets or dataset in s.datasets
+                  for n in [s.name]]
+            mine = [c for c in cells if c.config["method"] == method and c.config["dataset"] == dataset]
+            if all(ok):
+                assert len(mine) == len(wanted) * len(spec.seeds) * max(len(s.rates) for s in spec.noise), method
+            else:
+                assert not mine and f"of {method} on {dataset} left out" in notes, method
+    assert any(c.config["method"] == "ce" for c in cells)
+    if name == "cifar-n":  # a noisy validation split, so selected_acc exists beside the leaderboard's best
+        assert all(c.config["val_fraction"] == 0.1 for c in cells)
+
+
+def test_require_recipe_with_no_recipe_left_is_an_error(tmp_path):
+    raw = {"name": "r", "datasets": ["digits"], "methods": ["ce"], "noise": [{"name": "symmetric", "rates": [0.2]}],
+           "seeds": [0], "preset": "paper", "storage": str(tmp_path / "run")}
+    assert len(expand(parse_spec(raw))) == 1  # runs on the defaults (recipe status "default")
+    with pytest.raises(LnlError, match="with require_recipe"):
+        expand(parse_spec({**raw, "require_recipe": True}))
+    with pytest.raises(LnlError, match="require_recipe must be true or false"):
+        parse_spec({**raw, "require_recipe": "yes"})
 
 
 def test_quickstart_grid_is_digits_with_every_method():

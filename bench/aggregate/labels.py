@@ -73,6 +73,8 @@ def noise_short(label: str) -> str:
 
 def noise_footnote(label: str) -> str:
     """``sym-x = symmetric noise, the true class excluded (...)``; an unknown label gets a plain entry."""
+    if label.startswith("file:") and label not in NOISE_INFO:  # `file:<name>@<hash>` (a frozen noise file)
+        return f"{label} = the noisy labels frozen in noise file {label[5:]} (name@SHA-256 prefix)"
     short, text = NOISE_INFO.get(label, (label, f"noise generator '{label}'"))
     return f"{short} = {text}"
 

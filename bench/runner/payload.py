@@ -26,6 +26,7 @@ class RunOptions:
     gpus_per_worker: float
     max_failures: int
     report_every_s: float = REPORT_EVERY_S
+    session: str = ""  # one per driver run: a deterministic failure is not retried within it
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,11 +162,13 @@ def trial_payloads(spec: GridSpec, cells: list[Cell], res: Resources, gpus: floa
     Tune's search space holds only the trial ids (plain strings: Tune rewrites other objects); the
     payloads reach the trial functions through ``tune.with_parameters`` (the object store).
     """
+    session = uuid.uuid4().hex[:12]  # this driver run (a resume is another)
+
     def options(tid: str) -> RunOptions:
         return RunOptions(trial_id=tid, storage=spec.storage, remote=spec.is_remote,
                           train_storage=f"{spec.storage}/train", num_workers=int(res.num_workers),
                           cpus_per_worker=float(res.cpus_per_worker), gpus_per_worker=float(gpus),
-                          max_failures=int(spec.max_failures))
+                          max_failures=int(spec.max_failures), session=session)
     return {c.trial_id: TrialPayload(TrialConfig.from_dict(c.config), options(c.trial_id)) for c in cells}
 
 

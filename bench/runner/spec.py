@@ -28,11 +28,14 @@ The YAML (every key but ``name``, ``datasets``, ``methods``, ``noise`` and ``see
     executor: train                    # train (Tune → Ray Train TorchTrainer) | light (a plain Tune function)
     max_failures: 1                    # retries of a failing trial, each from its last checkpoint
     share_data: true                   # put each dataset in the Ray object store once
+    require_recipe: false              # true: leave out, with a note, the cells whose method's preset has
+                                       #   no recipe (else they run on the defaults, recipe status "default")
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +87,7 @@ class GridSpec:
     max_failures: int = 1
     share_data: bool = True
     golden_add: tuple[str, ...] = ()  # methods that get a second cell trained on the golden set too
+    require_recipe: bool = False  # leave out (with a note) the cells a method's preset has no recipe for
 
     @property
     def is_remote(self) -> bool:
@@ -158,7 +162,9 @@ def parse_spec(raw: dict[str, Any], base: Path | None = None) -> GridSpec:
         resources=_resources(raw.get("resources")), max_concurrent=_opt_int(raw, "max_concurrent", 1),
         executor=str(raw.get("executor", "train")), max_failures=_opt_int(raw, "max_failures", 0) or 0,
         share_data=bool(raw.get("share_data", True)),
-        golden_add=_golden_add(raw.get("golden_add")))
+        golden_add=_golden_add(raw.get("golden_add")), require_recipe=raw.get("require_recipe", False))
+    if not isinstance(spec.require_recipe, bool):
+        raise LnlError(f"require_recipe must be true or false, got {spec.require_recipe!r}")
     if spec.executor not in EXECUTORS:
         raise LnlError(f"executor must be one of {', '.join(EXECUTORS)}, got '{spec.executor}'")
     if spec.resources.num_workers > 1 and spec.executor != "train":
@@ -214,12 +220,15 @@ def _noise(item: Any) -> NoiseSetting:
         item = {"name": item}
     if not isinstance(item, dict) or "name" not in item:
         raise LnlError(f"each noise entry needs a name, e.g. {{name: symmetric, rates: [0.2]}}; got {item!r}")
-    extra = sorted(set(item) - {"name", "rates", "variants", "datasets", "options"})
+    extra = sorted(set(item) - {"name", "rates", "variants", "datasets", "options", "path"})
     if extra:
         raise LnlError(f"noise '{item['name']}': unknown key(s) {', '.join(extra)}; "
-                       "known: name, rates, variants, datasets, options")
+                       "known: name, rates, variants, datasets, options, path")
     name = str(item["name"])
     base, _ = parse_noise(name, dict(item.get("options") or {}))  # unknown noise → known names
+    if getattr(NOISE.get(base), "frozen", None) is not None or "path" in item:
+        item = _frozen_entry(item, base)
+        name = base
     fixed = getattr(NOISE.get(base), "fixed_rate", False)
     rates = item.get("rates")
     if fixed and rates not in (None, []):
@@ -241,6 +250,27 @@ def _noise(item: Any) -> NoiseSetting:
             parse_noise(f"{name}:{v}", opts)
         return NoiseSetting(name, checked, datasets, opts, tuple(str(v) for v in variants))
     return NoiseSetting(name, checked, datasets, opts)
+
+
+def _frozen_entry(item: dict[str, Any], base: str) -> dict[str, Any]:
+    """A noise-file entry (``file:PATH``, ``{name: file, path: PATH}`` or ``variants: [PATH, ...]``) with
+    absolute paths, so a Ray worker whose folder differs reads the same file."""
+    if getattr(NOISE.get(base), "frozen", None) is None:
+        raise LnlError(f"noise '{item['name']}': path is for labels frozen in a file (name: file)")
+    opts = dict(_mapping(item.get("options"), f"noise '{base}' options"))
+    given = [p for p in (str(item["name"]).partition(":")[2], item.get("path"), opts.get("path")) if p]
+    if item.get("variants"):
+        if given:
+            raise LnlError(f"noise '{base}': give the files either as variants or as one path, not both")
+        return {**item, "name": base, "variants": [_abspath(v) for v in _as_list(item["variants"], "variants")]}
+    if len(given) != 1:
+        raise LnlError(f"noise '{base}' needs one path: {{name: file, path: PATH}} or file:PATH")
+    rest = {k: v for k, v in item.items() if k != "path"}
+    return {**rest, "name": base, "options": {**opts, "path": _abspath(given[0])}}
+
+
+def _abspath(path: Any) -> str:
+    return os.path.abspath(Path(str(path)).expanduser())
 
 
 def _rate(name: str, r: Any) -> float:
@@ -333,6 +363,7 @@ def expand(spec: GridSpec, out_dir: str | None = None) -> list[Cell]:
     """Every cell of the grid, validated by :func:`resolve`, in a stable order; a repeated cell is an error."""
     out = out_dir or trials_dir(spec)
     cells: dict[str, Cell] = {}
+    skipped: dict[tuple[str, str, str, str], int] = {}  # (method, dataset, preset, missing key) -> cells
     for dataset in spec.datasets:
         for method, add in [(m, False) for m in spec.methods] + [(m, True) for m in spec.golden_add]:
             for setting in spec.noise:
@@ -347,16 +378,25 @@ def expand(spec: GridSpec, out_dir: str | None = None) -> list[Cell]:
                                 "subset": spec.subset, "hparams": dict(spec.overrides.get(method, {})),
                                 "noise_options": dict(opts), "out_dir": out, "golden_add": add})
                             try:
-                                tid = resolve(cfg).trial_id
+                                trial = resolve(cfg)
                             except LnlError as exc:
                                 raise LnlError(f"{method} on {dataset} with {noise}: {exc}") from None
+                            tid, recipe = trial.trial_id, trial.recipe or {}
+                            if spec.require_recipe and recipe.get("status") == "default":
+                                key = (method, dataset, trial.preset, str(recipe.get("missing")))
+                                skipped[key] = skipped.get(key, 0) + 1
+                                continue
                             cell = Cell(tid, cfg.to_dict())
                             if tid in cells:  # two noise entries that cover one setting
                                 raise LnlError(f"the grid lists the cell '{cell.label}' twice (trial {tid}); "
                                                "remove the repeated noise entry or rate")
                             cells[tid] = cell
+    for (method, dataset, preset, missing), n in skipped.items():
+        print(f"lnlbench: note: require_recipe: {n} cell(s) of {method} on {dataset} left out: its "
+              f"'{preset}' preset has no recipe '{missing}'", file=sys.stderr)
     if not cells:
-        raise LnlError("the grid has no cells (does every noise entry's datasets: list match a dataset?)")
+        raise LnlError("the grid has no cells (does every noise entry's datasets: list match a dataset? "
+                       "does a method have a recipe, with require_recipe?)")
     return list(cells.values())
 
 

@@ -10,12 +10,33 @@ from __future__ import annotations
 from pathlib import Path
 
 TRIAL_FILES = ("result.json", "events.jsonl")
+# The reachability probe only: a short connect timeout and two attempts, so an endpoint where nothing
+# listens is reported in well under a second instead of after pyarrow's default retries (about 6 s).
+PROBE_CONNECT_TIMEOUT_S = 1.0
+PROBE_REQUEST_TIMEOUT_S = 10.0
+PROBE_ATTEMPTS = 2
 
 
 def _fs(uri: str):
     import pyarrow.fs
 
     return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def _probe_fs(fs):
+    """``fs`` with the probe's short timeouts and retries where it is an S3 file system (same endpoint,
+    region and credentials: its own constructor arguments); any other file system as it is."""
+    import pyarrow.fs
+
+    if not isinstance(fs, pyarrow.fs.S3FileSystem):
+        return fs
+    try:
+        kwargs = dict(fs.__reduce__()[1][0])
+        kwargs.update(connect_timeout=PROBE_CONNECT_TIMEOUT_S, request_timeout=PROBE_REQUEST_TIMEOUT_S,
+                      retry_strategy=pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=PROBE_ATTEMPTS))
+        return pyarrow.fs.S3FileSystem(**kwargs)
+    except (TypeError, ValueError, IndexError, KeyError):  # another pyarrow's arguments: the slow probe
+        return fs
 
 
 def read_text(uri: str) -> str | None:
@@ -61,6 +82,7 @@ def check_reachable(uri: str) -> None:
 
     try:
         fs, path = _fs(uri)
+        fs = _probe_fs(fs)
     except (OSError, ValueError, pyarrow.ArrowException) as exc:
         raise LnlError(f"storage {uri} cannot be opened ({first(exc)}); check the URI") from None
     bucket = path.split("/", 1)[0]

@@ -23,6 +23,14 @@ and logs a ``resume`` event; nothing else decides where a trial continues.
 **Finished trials are never rerun**: every trial function first reads the trial folder's ``result.json``;
 ``status: ok`` is reported back to Tune as it is, without training.
 
+**Deterministic failures are not retried.** A trial that diverges (:class:`lnlbench.engine.NonFiniteError`)
+or meets a user error (:class:`lnlbench.errors.LnlError`: a noise file for other data, ...) would fail the
+same way again, so it is failed at once: the Train worker returns instead of raising (Train does not
+retry), the Tune trial raises :class:`FinalFailure`, and a Tune retry in the same driver session (the
+light executor's ``max_failures``) sees the ``final_failure.json`` marker and fails again without
+training. A transient fault (a worker killed, a node lost) is still retried from the checkpoint. A later
+``lnlbench resume`` is a new session and retries it (the user may have changed the code or data).
+
 **Ranks.** With ``num_workers > 1`` every Train worker runs ``run_trial`` inside Ray Train's process group
 and the engine trains data-parallel (:mod:`lnlbench.distributed`: sharded global batches, averaged
 gradients, rank 0 evaluates and writes the trial folder). Every rank reports each time (Ray Train's
@@ -51,7 +59,8 @@ import ray.tune
 import torch
 
 from lnlbench.data import load_dataset
-from lnlbench.engine import run_trial
+from lnlbench.engine import NonFiniteError, run_trial
+from lnlbench.errors import LnlError
 from lnlbench.files import atomic_write
 from lnlbench.types import DatasetInfo, DatasetLoader
 
@@ -59,8 +68,29 @@ from .payload import TrialPayload
 
 CKPT_FILE = "checkpoint.pt"
 CKPT_META = "lnlbench_checkpoint.json"
+FINAL_MARKER = "final_failure.json"
 RESULT_KEYS = ("status", "best_acc", "last_acc", "final_acc", "epochs_done", "wall_time_s")
+DETERMINISTIC = (NonFiniteError, LnlError)  # errors that a retry would meet again
 Report = Callable[..., None]
+
+
+class FinalFailure(RuntimeError):
+    """A trial failed deterministically (diverged, or a user error): it is not retried in this session."""
+
+
+def final_failure(p: TrialPayload) -> str | None:
+    """The error of a deterministic failure of this trial in this driver session, else None."""
+    try:
+        mark = json.loads((p.trial_dir / FINAL_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return mark.get("error") if isinstance(mark, dict) and mark.get("session") == p.run.session else None
+
+
+def _mark_final(p: TrialPayload, exc: BaseException) -> str:
+    error = f"{type(exc).__name__}: {exc}"
+    atomic_write(p.trial_dir / FINAL_MARKER, json.dumps({"session": p.run.session, "error": error}))
+    return error
 
 
 # -- the trial folder ----------------------------------------------------------------------------------
@@ -173,6 +203,8 @@ def _run(p: TrialPayload, hook: Callable, refs: dict[str, Any] | None) -> dict:
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     try:
         return run_trial(p.cell, raise_on_error=True, on_epoch_end=hook, load=shared_loader(refs))
+    except DETERMINISTIC as exc:  # result.json already says failed; a retry would fail the same way
+        raise FinalFailure(f"{p.trial_id} failed and is not retried: {_mark_final(p, exc)}") from None
     finally:
         if p.run.remote:
             from .storage import upload_trial
@@ -191,7 +223,11 @@ def train_worker(config: dict[str, Any]) -> None:
         p = dataclasses.replace(p, cell=dataclasses.replace(p.cell, device=str(device)))
     restore_checkpoint(ray.train.get_checkpoint(), p.trial_dir)
     hook = epoch_hook(ray.train.report, ray.train.Checkpoint, p, ctx.get_world_rank())
-    result = _run(p, hook, config.get("data"))
+    try:
+        result = _run(p, hook, config.get("data"))
+    except FinalFailure:  # return, so that Train does not retry; the Tune trial raises it (train_trial)
+        ray.train.report({"status": "failed", "trial_id": p.trial_id, "finished": True})
+        return
     ray.train.report(summary(result, p.trial_id))
 
 
@@ -216,6 +252,9 @@ def train_trial(config: dict[str, Any], payloads: dict[str, TrialPayload],
             failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)))
     trainer.fit()
+    error = final_failure(p)
+    if error is not None:
+        raise FinalFailure(f"{p.trial_id} failed and is not retried: {error}")
 
 
 # -- the light executor --------------------------------------------------------------------------------
@@ -225,6 +264,9 @@ def light_trial(config: dict[str, Any], payloads: dict[str, TrialPayload],
     p = payloads[config["trial"]]  # Tune's config holds the trial id
     if reported_finished(p):
         return
+    error = final_failure(p)
+    if error is not None:  # Tune's retry of a deterministic failure: fail again without training
+        raise FinalFailure(f"{p.trial_id} failed and is not retried: {error}")
     restore_checkpoint(ray.tune.get_checkpoint(), p.trial_dir)
     hook = epoch_hook(ray.tune.report, ray.tune.Checkpoint if p.run.remote else None, p)
     result = _run(p, hook, data)
