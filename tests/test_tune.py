@@ -151,3 +151,21 @@ def test_space_for_validates_against_the_method(tmp_path):
     spec = parse_spec(grid(tmp_path, overrides={"gce": {"q": 0.7}}))
     unit = units(spec, settings(spec), str(tmp_path / "t"))[2]
     assert unit.method == "gce" and "q" not in space_for(unit, spec) and "k" in space_for(unit, spec)
+
+
+def test_a_table_shows_tuned_rows_apart_with_their_budget_and_the_selected_metric(tmp_path):
+    from lnlbench.aggregate.cli import board_text
+    from lnlbench.aggregate.frame import load_runs
+    from lnlbench.engine import run_trial
+
+    write_ce(tmp_path)
+    for preset in ("mini", "tuned"):
+        for seed in (1, 2):
+            res = run_trial(TrialConfig(method="ce", rate=0.5, seed=seed, preset=preset, epochs=2, subset=10,
+                                        val_fraction=0.1, recipes=str(tmp_path / "recipes"),
+                                        out_dir=str(tmp_path / "final")))
+            assert res["status"] == "ok", res["error"]
+    text = board_text(load_runs([str(tmp_path / "final")]))
+    assert "CE [preset=mini]" in text and "CE [preset=tuned]" in text and "lr=" not in text
+    assert "budget 12 trials per search (scope cell, from mini" in text
+    assert "Selected" in text  # the default metric of a table with tuned rows, and the table says it
