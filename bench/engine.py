@@ -367,6 +367,10 @@ def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = Fa
     if note:  # the preset does not cover this cell: say so once, as result.json does
         print(f"lnlbench: note: {cfg.method}'s '{trial.preset}' recipe has no entry for {note}; using "
               f"{', '.join(trial.recipe['applied']) or 'no'} entries and the defaults", file=sys.stderr)
+    tuned = (trial.recipe or {}).get("tuned") or {}
+    if cfg.seed in (tuned.get("seeds") or []):  # a tuned recipe is judged on seeds its search did not use
+        print(f"lnlbench: note: seed {cfg.seed} is one of the search seeds of {tuned.get('file')}; train tuned "
+              "recipes with fresh seeds", file=sys.stderr)
     root = writable_dir(cfg.out_dir)  # a folder it cannot write is an error now, not in the failure handler
     if not trial.trial_dir.resolve().is_relative_to(root.resolve()):  # a symlinked trial folder
         raise LnlError(f"trial folder {trial.trial_dir} leads out of {root} (a symlink); remove the link")

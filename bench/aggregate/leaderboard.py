@@ -305,10 +305,13 @@ def board_footnotes(board: Leaderboard) -> list[str]:
         plural = "s" if sizes != (1,) else ""
         notes.append(f"C ({method_name(m, board.base.get(m))}): uses {' or '.join(map(str, sizes))} clean "
                      f"label{plural} per class (a golden set carved out of its training set).")
-    for m, budget in board.tuned.items():  # each tuned row says how its recipe was searched
-        notes.append(f"{method_name(m, board.base.get(m))}: hyperparameters from `lnlbench tune` (random "
-                     f"search + ASHA, objective: accuracy on a noisy validation split; no clean or test label), "
-                     f"budget {budget}; retrained here with the table's seeds.")
+    by_budget: dict[str, list[str]] = {}  # the tuned rows say how their recipes were searched, once per budget
+    for m, budget in board.tuned.items():
+        by_budget.setdefault(budget, []).append(method_name(m, board.base.get(m)))
+    for budget, rows in by_budget.items():
+        notes.append(f"{', '.join(rows)}: hyperparameters from `lnlbench tune` (random search + ASHA, "
+                     f"objective: accuracy on a noisy validation split; no clean or test label), budget "
+                     f"{budget}, the same for each; retrained here with the table's seeds.")
     for m, how in board.reconstruction.items():  # each reconstructed method says from what
         notes.append(f"R ({method_name(m, board.base.get(m))}): {how}.")
     if board.missing:

@@ -34,6 +34,8 @@ def _grid(path: str, args: argparse.Namespace) -> GridSpec:
         from .spec import resolve_storage
 
         spec = dataclasses.replace(spec, storage=resolve_storage(args.storage))
+    if getattr(args, "preset", None):
+        spec = dataclasses.replace(spec, preset=args.preset)
     if getattr(args, "recipes", None):
         from .spec import resolve_storage
 
@@ -106,6 +108,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=None, help="override the grid's run folder (path or URI)")
     p.add_argument("--recipes", default=None, metavar="DIR",
                    help="tuned recipes for preset: tuned (default: the grid's recipes, else results/recipes)")
+    p.add_argument("--preset", default=None,
+                   help="override the grid's preset: paper | mini | auto | tuned (e.g. the untuned twin of a "
+                        "tuned grid, with --storage)")
 
 
 

@@ -193,6 +193,13 @@ def _write_recipe(spec: GridSpec, unit: SearchUnit, record: dict[str, Any], reci
     return write_entry(recipes, unit.method, unit.dataset, spec.scope, base, unit.key, entry, search)
 
 
+def _drop_checkpoints(spec: GridSpec, record: dict[str, Any]) -> None:
+    """The checkpoints ASHA's stopped trials left (a finished search never resumes them)."""
+    for t in record["trials"]:
+        for tid in t["trial_ids"]:
+            (Path(spec.storage) / "search" / "trials" / tid / "checkpoint.pt").unlink(missing_ok=True)
+
+
 def run_unit(spec: GridSpec, unit: SearchUnit, tune: TuneSettings, data: dict | None, quiet: bool,
              max_concurrent: int, recipes: str) -> dict[str, Any]:
     """Search one unit (or restore its search), write its record and recipe entry; returns the record."""
@@ -205,6 +212,7 @@ def run_unit(spec: GridSpec, unit: SearchUnit, tune: TuneSettings, data: dict | 
         grid = _tuner(spec, unit, tune, data, quiet, max_concurrent).fit()
         record = _record(spec, unit, tune, _trials(spec, unit, grid), time.perf_counter() - t0)
         atomic_write(done, json.dumps(record, indent=1))
+        _drop_checkpoints(spec, record)
     path = _write_recipe(spec, unit, record, recipes)
     win = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(record["winner"].items()))
     say(f"{unit.method} {unit.key}: best noisy-val {record['objective']:.4f} ({win}) of {record['trials_run']} "
