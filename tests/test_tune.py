@@ -169,3 +169,32 @@ def test_a_table_shows_tuned_rows_apart_with_their_budget_and_the_selected_metri
     assert "CE [preset=mini]" in text and "CE [preset=tuned]" in text and "lr=" not in text
     assert "budget 12 trials per search (scope cell, from mini" in text
     assert "Selected" in text  # the default metric of a table with tuned rows, and the table says it
+
+
+def test_an_interrupted_search_trial_resumes_its_cells_from_their_checkpoints(tmp_path, monkeypatch):
+    from lnlbench.runner import tune_trial
+
+    spec = parse_spec(grid(tmp_path, methods=["ce"], scope="dataset", epochs=3))
+    hp = {"lr": 0.05, "weight_decay": 1e-4}
+    monkeypatch.setattr(tune_trial, "shared_loader", lambda refs: load_dataset)
+
+    def search(name: str, stop_after: int | None = None) -> list[dict]:
+        (unit,) = units(spec, settings(spec), str(tmp_path / name))
+        reports: list[dict] = []
+
+        def report(metrics: dict) -> None:
+            reports.append(metrics)
+            if stop_after is not None and metrics["epoch"] == stop_after:
+                raise KeyboardInterrupt  # the driver went away mid-trial
+        monkeypatch.setattr(tune_trial.ray.tune, "report", report)
+        try:
+            tune_trial.search_trial({"unit": unit.uid, "hp": hp}, {unit.uid: unit})
+        except KeyboardInterrupt:
+            pass
+        return reports
+
+    whole = search("whole")
+    assert search("cut", stop_after=1) == whole[:1]
+    resumed = search("cut")  # Tune relaunches the trial: each cell continues after its checkpointed epoch
+    assert [r["epoch"] for r in resumed] == [2, 3] and resumed == whole[1:]
+    assert search("cut") == whole[-1:]  # finished cells are read back, not retrained

@@ -73,7 +73,8 @@ def search_trial(config: dict[str, Any], units: dict[str, SearchUnit], data: dic
     for c in unit.cells:
         cells.append(Cell({**c.config, "hparams": {**c.config["hparams"], **hp}}, load))
     last = max(cell.epochs for cell in cells)
-    for epoch in range(min(cell.first for cell in cells), last):
+    # from the first epoch a cell still has to run; every cell done already: its final epoch, reported again
+    for epoch in range(min(min(cell.first for cell in cells), last - 1), last):
         try:
             recs = [cell.epoch(epoch) for cell in cells]
         except NonFiniteError as exc:
