@@ -218,7 +218,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def _tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("grid", help="grid spec YAML: its methods, datasets, noise settings and (search) seeds; "
-                                "scope: cell | dataset, tune: {...} (see README, Tuning)")
+                                "scope: cell | dataset, tune: {...} (README: Tune hyperparameters fairly)")
     _ray_args(p)
     p.add_argument("--budget", type=int, default=None, metavar="N",
                    help="trials per search, the same for every method (default: the grid's tune.budget, else 12)")

@@ -38,8 +38,8 @@ def check_tune(scope: str, tune: dict[str, Any], trial: dict[str, Any]) -> None:
 
 def _number(raw: dict[str, Any], key: str, kind: type, low: float, default: Any) -> Any:
     value = raw.get(key, default)
-    if value is None or value == default:
-        return value
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
         raise LnlError(f"tune.{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
     if value < low:
