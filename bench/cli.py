@@ -52,7 +52,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
         data_options=dict(args.data_opt),
         subset=args.subset, test_subset=args.test_subset, augment=args.augment,
         golden_per_class=args.golden_per_class, golden_add=args.golden_add,
-        val_fraction=args.val_fraction, data_file=args.data_file,
+        val_fraction=args.val_fraction, data_file=args.data_file, recipes=args.recipes,
         data_root=args.data_root, download=args.download, out_dir=args.out, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile=args.compile, resume=not args.restart,
         keep_checkpoint=args.keep_checkpoint)
@@ -86,7 +86,10 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=None,
                    help="noise rate in [0, 1) (synthetic noise; omit for real noise)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", default="auto", help="paper | mini | auto (mini for digits, else paper)")
+    p.add_argument("--preset", default="auto",
+                   help="paper | mini | auto (mini for digits, else paper) | tuned (the recipe `lnlbench tune` wrote)")
+    p.add_argument("--recipes", default="results/recipes", metavar="DIR",
+                   help="where --preset tuned reads <DIR>/<dataset>/<method>.yaml")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
     p.add_argument("--hp", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="override a method hyperparameter (repeatable), e.g. --hp lr=0.01")

@@ -25,6 +25,7 @@ from .hparams import (
     check_waiting,
     lookup_recipe,
 )
+from .recipes import DEFAULT_DIR, recipe_path, tuned_summary, tuned_table
 from .registry import DATASETS, METHODS, MODELS, NOISE
 
 
@@ -37,7 +38,7 @@ class TrialConfig:
     noise: str = "symmetric"  # a registered generator, optionally "name:variant" (cifar10n:worst)
     rate: float | None = None  # required for synthetic noise; None for real noise
     seed: int = 0
-    preset: str = "auto"  # auto: "mini" for digits, "paper" otherwise
+    preset: str = "auto"  # auto: "mini" for digits, "paper" otherwise; tuned: the file `lnlbench tune` wrote
     epochs: int | None = None  # overrides the preset's epochs
     hparams: dict[str, Any] = field(default_factory=dict)  # per-method overrides
     noise_options: dict[str, Any] = field(default_factory=dict)
@@ -54,6 +55,7 @@ class TrialConfig:
     golden_per_class: int | None = None
     golden_add: bool = False
     val_fraction: float = 0.0  # noisy validation split held out of the noisy train set
+    recipes: str = DEFAULT_DIR  # where `preset: tuned` reads <dataset>/<method>.yaml (lnlbench tune writes)
     data_file: str | None = None  # an array file to use for the dataset
     data_root: str | None = None
     download: bool = False
@@ -224,6 +226,30 @@ def _protocol(config: TrialConfig, lookup: RecipeLookup) -> tuple[int | None, in
     return subset, test_subset, True if augment is None else bool(augment)
 
 
+def _lookup(config: TrialConfig, method_cls: type, preset: str,
+            noise_name: str) -> tuple[RecipeLookup, dict[str, Any]]:
+    """The preset's recipe for the cell, and for ``tuned`` the record of its search (``{"tuned": ...}``).
+
+    ``tuned`` reads the recipe file ``lnlbench tune`` wrote: the base preset's recipe with the file's entry
+    over it (lnlbench.recipes). A cell it was not tuned for is an error, never the defaults."""
+    check_presets(config.method, method_cls.Hparams, method_cls.PRESETS)
+    if preset != "tuned":
+        return lookup_recipe(method_cls.PRESETS, preset, config.dataset, noise_name, config.rate), {}
+    base_preset, table = tuned_table(config.recipes, config.method, config.dataset)
+    check_presets(config.method, method_cls.Hparams, {"tuned": table})
+    tuned = lookup_recipe({"tuned": table}, "tuned", config.dataset, noise_name, config.rate)
+    if tuned.missing:
+        path = recipe_path(config.recipes, config.dataset, config.method)
+        raise LnlError(f"the tuned recipe {path} has no entry for {tuned.missing} (it holds "
+                       f"{', '.join(table) or 'none'}); run `lnlbench tune` over that setting")
+    base = lookup_recipe(method_cls.PRESETS, base_preset, config.dataset, noise_name, config.rate)
+    merged = RecipeLookup("tuned", {**base.hparams, **tuned.hparams},
+                          Protocol(**{**base.protocol.set_fields(), **tuned.protocol.set_fields()}),
+                          tuple(f"{base_preset}:{k}" for k in base.applied) + tuned.applied, None)
+    summary = tuned_summary(config.recipes, config.method, config.dataset, tuned.applied[-1])
+    return merged, {"tuned": {**summary, "base_preset": base_preset}}
+
+
 def resolve(config: TrialConfig) -> ResolvedTrial:
     """Validate a trial config and resolve its method, hyperparameters, protocol and trial id."""
     _check_ranges(config)
@@ -245,8 +271,7 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
     preset = config.preset
     if preset == "auto":
         preset = "mini" if config.dataset == "digits" else "paper"
-    check_presets(config.method, method_cls.Hparams, method_cls.PRESETS)
-    lookup = lookup_recipe(method_cls.PRESETS, preset, config.dataset, noise_name, config.rate)
+    lookup, tuned = _lookup(config, method_cls, preset, noise_name)
     _check_pool(config, preset, lookup.protocol, data_opts)
     subset, test_subset, augment = _protocol(config, lookup)
     over = {**lookup.hparams, **config.hparams}
@@ -283,4 +308,4 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
     tag = _safe(f"{noise_name}{'-' + variant if variant else ''}")
     trial_id = f"{config.method}_{config.dataset}_{tag}_{rate}_s{config.seed}_{_digest(identity)[:8]}"
     return ResolvedTrial(config, method_cls, hp, preset, noise_name, noise_opts, subset, trial_id, augment,
-                         test_subset, data_options, lookup.to_dict(), amp, golden, golden_use)
+                         test_subset, data_options, {**lookup.to_dict(), **tuned}, amp, golden, golden_use)

@@ -199,6 +199,10 @@ class Method:
 
     Hparams: ClassVar[type] = TrainHparams
     PRESETS: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {"paper": {}, "mini": {}}
+    # What ``lnlbench tune`` searches (lnlbench.search): hparam name -> ("choice", [...]) | ("uniform", lo, hi)
+    # | ("loguniform", lo, hi) | ("randint", lo, hi_inclusive); plain data, the runner makes Ray's objects.
+    # Empty: log-uniform lr and weight decay (search.SGD_SPACE).
+    SEARCH_SPACE: ClassVar[dict[str, tuple]] = {}
     STATE_ATTRS: ClassVar[tuple[str, ...]] = ()
     # Small hyperparameter overrides under which a few epochs reach the method's main phase (after warm-up,
     # ramps, first pruning); the contract tests and `lnlbench perf` apply them on top of the preset.

@@ -216,29 +216,45 @@ class Trial:
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        for epoch in range(self.start(), self.trial.hparams.epochs):
+            self.run_epoch(epoch)
+        return self.finish()
+
+    def start(self) -> int:
+        """Build the trial and resume from its checkpoint; returns the first epoch to run.
+
+        :meth:`run` is ``start``, :meth:`run_epoch` per epoch, :meth:`finish`; a caller that steps several
+        trials in lockstep (``lnlbench tune`` with ``scope: dataset``) calls the three itself."""
         self.build()
         start = self.load_checkpoint()
         self.event("resume" if start else "start", epoch=start)
         self.write("running")
-        for epoch in range(start, self.trial.hparams.epochs):
-            t0 = time.perf_counter()
-            self.ctx.begin_epoch()
-            logs = self.method.train_epoch(epoch)
-            check_finite(self.ctx, self.method, epoch, logs or {})
-            if self.dist.active:  # ranks' batch-norm statistics, averaged
-                self.dist.sync_buffers(modules_of(self.method))
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
-            train_time = time.perf_counter() - t0
-            rec = self.epoch_record(epoch, logs or {}, train_time)
-            self.history.append(rec)
-            self.elapsed += time.perf_counter() - t0
-            every = self.cfg.checkpoint_every
-            if every and ((epoch + 1) % every == 0 or epoch + 1 == self.trial.hparams.epochs):
-                self.save_checkpoint(epoch)
-            self.write("running")
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(epoch, rec, self.ckpt_path)
+        return start
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train and evaluate one epoch, checkpoint, record it, call the epoch hook; returns its record."""
+        t0 = time.perf_counter()
+        self.ctx.begin_epoch()
+        logs = self.method.train_epoch(epoch)
+        check_finite(self.ctx, self.method, epoch, logs or {})
+        if self.dist.active:  # ranks' batch-norm statistics, averaged
+            self.dist.sync_buffers(modules_of(self.method))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        train_time = time.perf_counter() - t0
+        rec = self.epoch_record(epoch, logs or {}, train_time)
+        self.history.append(rec)
+        self.elapsed += time.perf_counter() - t0
+        every = self.cfg.checkpoint_every
+        if every and ((epoch + 1) % every == 0 or epoch + 1 == self.trial.hparams.epochs):
+            self.save_checkpoint(epoch)
+        self.write("running")
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(epoch, rec, self.ckpt_path)
+        return rec
+
+    def finish(self) -> dict[str, Any]:
+        """Write the finished result and drop the checkpoint (unless kept)."""
         result = self.write("ok")
         self.event("end", epoch=len(self.history))
         if self.dist.is_main and not self.cfg.keep_checkpoint:
@@ -351,6 +367,10 @@ def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = Fa
     if note:  # the preset does not cover this cell: say so once, as result.json does
         print(f"lnlbench: note: {cfg.method}'s '{trial.preset}' recipe has no entry for {note}; using "
               f"{', '.join(trial.recipe['applied']) or 'no'} entries and the defaults", file=sys.stderr)
+    tuned = (trial.recipe or {}).get("tuned") or {}
+    if cfg.seed in (tuned.get("seeds") or []):  # a tuned recipe is judged on seeds its search did not use
+        print(f"lnlbench: note: seed {cfg.seed} is one of the search seeds of {tuned.get('file')}; train tuned "
+              "recipes with fresh seeds", file=sys.stderr)
     root = writable_dir(cfg.out_dir)  # a folder it cannot write is an error now, not in the failure handler
     if not trial.trial_dir.resolve().is_relative_to(root.resolve()):  # a symlinked trial folder
         raise LnlError(f"trial folder {trial.trial_dir} leads out of {root} (a symlink); remove the link")
@@ -360,14 +380,21 @@ def run_trial(config: TrialConfig | dict[str, Any], *, raise_on_error: bool = Fa
     # An interrupt (KeyboardInterrupt, SystemExit) is not caught: result.json keeps "running" from the last
     # epoch, which ``lnlbench status`` reports as resumable, and the next run resumes from the checkpoint.
     except Exception as exc:  # the failure goes into the result; the grid goes on
-        err = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
-        try:
-            result = state.write("failed", err)
-            state.event("failed", error=f"{type(exc).__name__}: {exc}")
-        except OSError as again:  # e.g. the disk is still full: say so; the checkpoint is kept for a resume
-            print(f"lnlbench: warning: trial {trial.trial_id} failed ({type(exc).__name__}: {exc}) and its "
-                  f"failure could not be recorded ({again}); resume it once the cause is fixed", file=sys.stderr)
-            result = {"schema": SCHEMA, "trial_id": trial.trial_id, "status": "failed", "error": err}
+        result = record_failure(state, exc)
         if raise_on_error:
             raise
         return result
+
+
+def record_failure(state: Trial, exc: BaseException) -> dict[str, Any]:
+    """Write a trial's failure (``status: failed`` with the error) into its result.json and return it."""
+    tid = state.trial.trial_id
+    err = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
+    try:
+        result = state.write("failed", err)
+        state.event("failed", error=f"{type(exc).__name__}: {exc}")
+    except OSError as again:  # e.g. the disk is still full: say so; the checkpoint is kept for a resume
+        print(f"lnlbench: warning: trial {tid} failed ({type(exc).__name__}: {exc}) and its "
+              f"failure could not be recorded ({again}); resume it once the cause is fixed", file=sys.stderr)
+        result = {"schema": SCHEMA, "trial_id": tid, "status": "failed", "error": err}
+    return result

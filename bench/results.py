@@ -6,7 +6,8 @@ its fields (``tests/test_engine.py`` asserts so). ``history`` is one dict per ep
 train_time_s, eval_time_s, test_acc, val_acc?, clean_val_acc?, selection? {precision, recall, auc,
 selected_fraction}, selection_sets? {name: the same, per extra set the method names}, world_size?`` and
 the method's own scalars. ``recipe`` is ``{status ("preset" | "default"), missing (the preset key the
-cell lacks, or null), preset, applied [keys]}``.
+cell lacks, or null), preset, applied [keys], tuned? (preset ``tuned`` only: the recipe file, its entry, scope,
+search budget, trials run, search seeds and objective; see lnlbench.recipes)}``.
 """
 from __future__ import annotations
 

@@ -56,6 +56,7 @@ from lnlbench.components import AuxHeadNet, require_features
 from lnlbench.contract import Method, MethodContext
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, as_recipe, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
+from lnlbench.search import SGD_SPACE
 
 RECONSTRUCTION = "reconstructed from MacLLL/NAL; the paper's equations were not verified"
 
@@ -137,6 +138,9 @@ class CAR(Method):
 
     Hparams = CARHparams
     PRESETS = PRESETS
+    # CAR (MacLLL/NAL README and paper's sensitivity study): λ ∈ {0.5, 10, 50}, es ∈ {20, 60, 100};
+    # lr/wd: ours (SGD_SPACE). CARAux inherits it.
+    SEARCH_SPACE = {**SGD_SPACE, "lam": ("choice", [0.5, 10.0, 50.0]), "es": ("choice", [20, 60, 100])}
     STATE_ATTRS = ("targets", "conf_logit")
     SMOKE = {"es": 2, "update_every": 1}  # targets estimated from the second epoch, every epoch
     display_name = "CAR"

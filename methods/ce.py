@@ -38,6 +38,7 @@ from lnlbench.hparams import (
     set_lr,
 )
 from lnlbench.registry import register_method
+from lnlbench.search import SGD_SPACE
 
 _CIFAR = dict(model="preact_resnet18", epochs=300, batch_size=128, lr=0.02, weight_decay=5e-4,
               schedule="step", milestones=(150,))
@@ -67,6 +68,8 @@ class CE(Method):
 
     Hparams = TrainHparams
     PRESETS = PRESETS
+    # No published search: log-uniform lr and weight decay around the CIFAR recipes (lnlbench.search).
+    SEARCH_SPACE = dict(SGD_SPACE)
 
     def __init__(self, hp: TrainHparams, ctx: MethodContext):
         super().__init__(hp, ctx)

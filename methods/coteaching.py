@@ -116,6 +116,10 @@ class Coteaching(Method):
 
     Hparams = CoteachingHparams
     PRESETS = PRESETS
+    # Co-teaching (Han et al., NeurIPS 2018) §4 trains with Adam at lr 0.001 and T_k = 10, c = 1 (its
+    # appendix varies T_k ∈ {5, 10, 15} and c ∈ {0.5, 1, 2}); the Adam lr range (a decade each side): ours.
+    SEARCH_SPACE = {"lr": ("loguniform", 1e-4, 1e-2), "num_gradual": ("choice", [5, 10, 15]),
+                    "exponent": ("choice", [0.5, 1.0, 2.0])}
     SMOKE = {"num_gradual": 1}  # the full forget rate from epoch 1 (contract tests, lnlbench perf)
     STATE_ATTRS = ("kept", "last_loss", "tau_estimate")
     SMOKE = {"num_gradual": 3, "epoch_decay_start": 2}  # R = τ/2 in epoch 0, then τ; Adam's decay plan from 1

@@ -92,6 +92,7 @@ from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, Recipe, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
+from lnlbench.search import SGD_SPACE
 
 Net = Callable[[torch.Tensor], torch.Tensor]
 
@@ -211,6 +212,10 @@ class DivideMix(Method):
 
     Hparams = DivideMixHparams
     PRESETS = PRESETS
+    # DivideMix (Li et al., ICLR 2020) Table 7: λ_u ∈ {0, 25, 150} and the clean threshold τ ∈ {0.5, 0.6}
+    # over its settings; §4.1: Beta α = 4 (0.5 on Clothing1M/WebVision). lr/wd: ours (SGD_SPACE).
+    SEARCH_SPACE = {**SGD_SPACE, "lambda_u": ("choice", [0.0, 25.0, 150.0]),
+                    "p_threshold": ("choice", [0.5, 0.6]), "alpha": ("choice", [0.5, 4.0])}
     SMOKE = {"warm_up": 1}  # reach co-divide + MixMatch after one epoch (contract tests, lnlbench perf)
     STATE_ATTRS = ("loss_hist", "hist_count")
     WAITING = {"webvision": "dataset 'webvision' and model 'inception_resnet_v2' are not registered yet"}

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from lnlbench.contract import Method, MethodContext
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
+from lnlbench.search import SGD_SPACE
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,10 @@ class ELR(Method):
 
     Hparams = ELRHparams
     PRESETS = PRESETS
+    # ELR (Liu et al., NeurIPS 2020) appendix: β ∈ {0.5, 0.7, 0.9, 0.99}, λ ∈ {1, 3, 5, 7, 10} searched on a
+    # held-out (noisy) validation split; lr/wd: ours (SGD_SPACE).
+    SEARCH_SPACE = {**SGD_SPACE, "beta": ("choice", [0.5, 0.7, 0.9, 0.99]),
+                    "lam": ("choice", [1.0, 3.0, 5.0, 7.0, 10.0])}
     STATE_ATTRS = ("targets",)
 
     def __init__(self, hp: ELRHparams, ctx: MethodContext):

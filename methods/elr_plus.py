@@ -62,6 +62,7 @@ from lnlbench.components import ModelEMA, ensemble_logits, mixup, sigmoid_rampup
 from lnlbench.contract import Method, MethodContext
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, Recipe, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
+from lnlbench.search import SGD_SPACE
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,10 @@ class ELRPlus(Method):
 
     Hparams = ELRPlusHparams
     PRESETS = PRESETS
+    # ELR+ (Liu et al., NeurIPS 2020) appendix: the same β and λ grid as ELR; the mixup α around
+    # config_cifar10.json's 1.0 and lr/wd (SGD_SPACE): ours.
+    SEARCH_SPACE = {**SGD_SPACE, "beta": ("choice", [0.5, 0.7, 0.9, 0.99]),
+                    "lam": ("choice", [1.0, 3.0, 5.0, 7.0, 10.0]), "mixup_alpha": ("choice", [0.5, 1.0, 2.0])}
     STATE_ATTRS = ("targets1", "targets2", "global_step")
     SMOKE = {"ema_step": 4, "coef_step": 0}  # the EMA decay at ema_alpha after 3 steps, λ unramped
 

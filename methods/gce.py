@@ -44,6 +44,7 @@ from lnlbench.components import per_sample_loss
 from lnlbench.contract import Method, MethodContext
 from lnlbench.hparams import CIFAR_N_CE, DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
+from lnlbench.search import SGD_SPACE
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ class GCE(Method):
 
     Hparams = GCEHparams
     PRESETS = PRESETS
+    # GCE (Zhang & Sabuncu, NeurIPS 2018) §4: q studied over (0, 1], 0.7 chosen; k = 0.5 (Truncated-Loss
+    # main.py). The q grid is the paper's range in steps of 0.2; k around 0.5 and lr/wd (SGD_SPACE): ours.
+    SEARCH_SPACE = {**SGD_SPACE, "q": ("choice", [0.1, 0.3, 0.5, 0.7, 0.9]), "k": ("choice", [0.3, 0.5, 0.7])}
     STATE_ATTRS = ("weight", "prunes")
     # plain L_q in epoch 0, a pruning pass before every later one; k = 1/C on 10 classes, so the barely
     # trained smoke network splits the set (at the paper's 0.5 it prunes every sample)

@@ -40,6 +40,7 @@ from lnlbench.components import mixup, soft_cross_entropy
 from lnlbench.contract import Method, MethodContext
 from lnlbench.hparams import CIFAR_N_CE, DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
+from lnlbench.search import SGD_SPACE
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class Mixup(Method):
 
     Hparams = MixupHparams
     PRESETS = PRESETS
+    # mixup (Zhang et al., ICLR 2018) §3.4 / Table 2, corrupted labels: α ∈ {1, 2, 8, 32}; lr/wd: ours (SGD_SPACE).
+    SEARCH_SPACE = {**SGD_SPACE, "alpha": ("choice", [1.0, 2.0, 8.0, 32.0])}
 
     def __init__(self, hp: MixupHparams, ctx: MethodContext):
         super().__init__(hp, ctx)

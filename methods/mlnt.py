@@ -89,6 +89,7 @@ from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, Protocol, Recipe, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import MODELS, register_method
+from lnlbench.search import SGD_SPACE
 
 # Recipes this benchmark reconstructed (no official code): {preset: {dataset keys}}, for the results table.
 # The CPU-scale recipes take their meta-learning values (meta_lr 0.2, the CE start) from that reconstruction.
@@ -246,6 +247,10 @@ class MLNT(Method):
 
     Hparams = MLNTHparams
     PRESETS = PRESETS
+    # MLNT (Li et al., CVPR 2019) Table 1/2 vary the synthetic mini-batches M and the perturbation ratio ρ
+    # (main.py: M = 10, ρ = 0.5, meta lr 0.02); the grids around those defaults and lr/wd: ours.
+    SEARCH_SPACE = {**SGD_SPACE, "num_fast": ("choice", [5, 10]), "perturb_ratio": ("choice", [0.2, 0.5]),
+                    "meta_lr": ("loguniform", 2e-3, 0.2)}
     STATE_ATTRS = ("stage", "round_step", "teacher_ready")
     SMOKE = {"pretrain_epochs": 1, "start_iter": 0, "mid_iter": 4, "num_fast": 2}
     display_name = "MLNT"

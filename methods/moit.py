@@ -66,6 +66,7 @@ from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
+from lnlbench.search import SGD_SPACE
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,9 @@ class MOIT(Method):
 
     Hparams = MOITHparams
     PRESETS = PRESETS
+    # MOIT (Ortego et al., CVPR 2021) §4: k = 250 neighbours, τ = 0.1, mixup α = 1 (its ablation varies k);
+    # the k grid around 250 and lr/wd (SGD_SPACE): ours. MOIT+ inherits it (its own fine-tuning stays).
+    SEARCH_SPACE = {**SGD_SPACE, "k_val": ("choice", [50, 100, 250]), "alpha": ("choice", [0.5, 1.0, 2.0])}
     STATE_ATTRS = ("clean", "q", "detections")
     SMOKE = {"xbm_begin": 1, "start_correction": 1, "k_val": 10}
     display_name = "MOIT"

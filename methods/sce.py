@@ -44,6 +44,7 @@ from lnlbench.components import clipped_step
 from lnlbench.contract import Method, MethodContext
 from lnlbench.hparams import CIFAR_N_CE, DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
+from lnlbench.search import SGD_SPACE
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,10 @@ class SCE(Method):
 
     Hparams = SCEHparams
     PRESETS = PRESETS
+    # SCE (Wang et al., ICCV 2019) §5: (α, β) = (0.1, 1.0) on CIFAR-10, (6.0, 0.1) on CIFAR-100, and its
+    # parameter analysis over α and β; the grid spans those values. lr/wd: ours (SGD_SPACE).
+    SEARCH_SPACE = {**SGD_SPACE, "alpha": ("choice", [0.01, 0.1, 0.5, 1.0, 6.0]),
+                    "beta": ("choice", [0.1, 0.5, 1.0])}
 
     def __init__(self, hp: SCEHparams, ctx: MethodContext):
         super().__init__(hp, ctx)

@@ -68,6 +68,7 @@ from lnlbench.contract import MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import Recipe, lr_at, set_lr
 from lnlbench.registry import register_method
+from lnlbench.search import SGD_SPACE
 
 from .dividemix import PRESETS as DM_PRESETS
 from .dividemix import DivideMix, DivideMixHparams
@@ -135,6 +136,10 @@ class TSSD(DivideMix):
     display_name = "TSSD"
     Hparams = TSSDHparams
     PRESETS = PRESETS
+    # DivideMix's Table 7 grid for λ_u and τ (TSSD trains DivideMix's SSL stage); the meta classifier's
+    # threshold has no published value (ours); lr/wd: ours (SGD_SPACE).
+    SEARCH_SPACE = {**SGD_SPACE, "lambda_u": ("choice", [0.0, 25.0, 150.0]),
+                    "p_threshold": ("choice", [0.5, 0.6]), "meta_threshold": ("choice", [0.3, 0.5, 0.7])}
     SMOKE = {"warm_up": 1}  # PSD + MSP + the SSL stage from the second epoch
     WAITING = {}
     uses_clean_data = True

@@ -134,8 +134,19 @@ def test_dry_run_counts(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("path", sorted(GRIDS.glob("*.yaml")), ids=lambda p: p.stem)
-def test_example_grids_load_and_expand(path):
+def test_example_grids_load_and_expand(path, tmp_path):
     spec = load_spec(path)
+    if spec.preset == "tuned":  # a grid of tuned recipes expands once `lnlbench tune` wrote them
+        import dataclasses
+
+        from lnlbench.recipes import write_entry
+
+        with pytest.raises(LnlError, match="lnlbench tune"):
+            expand(dataclasses.replace(spec, recipes=str(tmp_path / "none")))
+        for ds in spec.datasets:
+            for m in spec.methods:
+                write_entry(tmp_path, m, ds, "dataset", "mini", ds, {"hparams": {}}, {})
+        spec = dataclasses.replace(spec, recipes=str(tmp_path))
     cells = expand(spec)
     covered = {c.config["method"] for c in cells}
     assert covered and len(cells) >= len(covered) * len(spec.seeds)

@@ -45,6 +45,10 @@ def _load(args: argparse.Namespace) -> Runs:
         have = f"datasets {sorted(set(runs.trials['dataset']))}, methods {sorted(set(runs.trials['method']))}"
         asked = " ".join(f"--{k} {v}" for k in ("dataset", "method") for v in getattr(args, k) or [])
         raise LnlError(f"no finished trial matches {asked}; the runs have {have}")
+    if getattr(args, "metric", "last") is None:  # not given: selected for tuned tables, else last
+        from .leaderboard import default_metric
+
+        args.metric = default_metric(chosen.trials)
     return chosen
 
 
@@ -52,22 +56,23 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
                    help="folder(s) holding trial result.json files (searched recursively), or a trials.csv "
                         "written by an earlier lnlbench report (tables and comparisons; no per-epoch curves)")
-    p.add_argument("--metric", choices=list(METRICS), default="last",
+    p.add_argument("--metric", choices=list(METRICS), default=None,
                    help="last = mean of the last 10 epochs (default), final = the final epoch alone, "
-                        "best = best epoch (peeks at test), selected = epoch of best noisy-validation accuracy")
+                        "best = best epoch (peeks at test), selected = epoch of best noisy-validation accuracy "
+                        "(the default of a table with preset: tuned rows)")
     p.add_argument("--dataset", action="append", default=None, help="only this dataset (repeatable)")
     p.add_argument("--method", action="append", default=None, help="only this method (repeatable)")
 
 
 # -- table -----------------------------------------------------------------------------------------
-def board_text(runs: Runs, metric: str = "last", alpha: float = 0.05, title: str | None = None,
+def board_text(runs: Runs, metric: str | None = None, alpha: float = 0.05, title: str | None = None,
                fmt: str = "md") -> str:
     """The leaderboard of some runs as ``lnlbench table`` prints it; ``quickstart`` and ``status`` print
-    this too, so one run shows the same cells everywhere."""
+    this too, so one run shows the same cells everywhere. ``metric`` None: :func:`default_metric`."""
     from .export import render
-    from .leaderboard import build_leaderboard, leaderboard_table
+    from .leaderboard import build_leaderboard, default_metric, leaderboard_table
 
-    board = build_leaderboard(runs.trials, runs.skipped, metric, alpha)
+    board = build_leaderboard(runs.trials, runs.skipped, metric or default_metric(runs.trials), alpha)
     return render(leaderboard_table(board, title), board.to_frame(), fmt)
 
 

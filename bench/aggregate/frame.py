@@ -36,7 +36,7 @@ TRIAL_COLUMNS = [
     "best_acc", "selected_acc", "final_acc", "best_epoch", "epochs_done", "epochs", "wall_time_s",
     "device_hours", "device", "device_name", "model", "preset", "uses_clean_data", "reconstructed", "reconstruction",
     "realized_rate", "n_train", "git_commit", "finished_at", "base_method", "variant", "config", "command",
-    "path", "amp", "recipe_status", "golden_per_class",
+    "path", "amp", "recipe_status", "golden_per_class", "tuned",
 ]
 CURVE_COLUMNS = ["trial_id", "method", "dataset", "noise", "rate", "seed", "epoch", "test_acc", "val_acc",
                  "precision", "recall", "selected_fraction"]
@@ -182,8 +182,21 @@ def _row(res: dict[str, Any], path: Path) -> dict[str, Any]:
         "amp": recorded_amp(res.get("amp"), res.get("device")),
         "recipe_status": (res.get("recipe") or {}).get("status") if isinstance(res.get("recipe"), dict) else None,
         "golden_per_class": _golden_used(res),
+        "tuned": tuned_budget(res.get("recipe")),
     })
     return row
+
+
+def tuned_budget(recipe: Any) -> str | None:
+    """How a ``preset: tuned`` trial's recipe was searched (its result's ``recipe.tuned``), for the footnote:
+    ``12 trials per search (scope cell, from mini)``; None for any other trial."""
+    tuned = recipe.get("tuned") if isinstance(recipe, dict) else None
+    if not isinstance(tuned, dict):
+        return None
+    budget = tuned.get("budget") or {}
+    hours = f" or {budget['hours']:g} h" if budget.get("hours") else ""
+    return (f"{budget.get('trials', '?')} trials{hours} per search (scope {tuned.get('scope')}, from "
+            f"{tuned.get('base_preset')}; search seeds {tuned.get('seeds')})")
 
 
 def _golden_used(res: dict[str, Any]) -> int | None:
@@ -225,13 +238,26 @@ def label_variants(trials: pd.DataFrame) -> pd.DataFrame:
         for sig, values in sigs.items():
             # a key this configuration leaves unset (null: the default, e.g. no golden set) is not named, so
             # the default configuration keeps the plain method name and one row across the table's cells
-            label = ", ".join(f"{k}={_short(values.get(k))}" for k in keys if values.get(k) is not None)
+            label = ", ".join(f"{k}={_short(values.get(k))}" for k in _shown(keys, values, sigs.values()))
             rows = [i for i in idx if trials.at[i, "config"] == sig]
             if not label:
                 continue
             trials.loc[rows, "variant"] = label
             trials.loc[rows, "method"] = f"{method} [{label}]"
     return trials
+
+
+def _shown(keys: list[str], values: dict[str, Any], every: Any) -> list[str]:
+    """The differing keys a variant's label names. Where presets differ, the preset names the row
+    (``ce [preset=tuned]`` beside ``ce [preset=paper]``) and the hyperparameters it sets are not spelled
+    out, unless two configurations of that same preset differ in them (a sweep over a tuned recipe)."""
+    shown = [k for k in keys if values.get(k) is not None]
+    if "preset" not in keys:
+        return shown
+    same = [v for v in every if v.get("preset") == values.get("preset")]
+    hparams = {k for k in keys if k not in ("preset", "val_fraction", "subset", "data_file")
+               and not k.startswith(("golden.", "noise."))}
+    return [k for k in shown if k not in hparams or len({json.dumps(v.get(k)) for v in same}) > 1]
 
 
 def trial_command(config: dict[str, Any]) -> str:

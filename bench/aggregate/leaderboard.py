@@ -105,6 +105,7 @@ class Leaderboard:
     base: dict[str, str] = field(default_factory=dict)  # row label -> registry name (variants share one)
     reconstruction: dict[str, str] = field(default_factory=dict)  # row label -> from what it was rebuilt
     golden: dict[str, tuple[int, ...]] = field(default_factory=dict)  # row label -> clean labels per class
+    tuned: dict[str, str] = field(default_factory=dict)  # row label -> its tuned recipes' search budget
 
     def cell(self, method: str, column: Column) -> Cell | None:
         """The cell of a method in a column; None when it is missing."""
@@ -223,7 +224,8 @@ def build_leaderboard(trials: pd.DataFrame, skipped: pd.DataFrame | None = None,
     columns = _sorted_columns({c for _, c in grouped})
     base = dict(zip(trials["method"], trials["base_method"])) if "base_method" in trials else {}
     board = Leaderboard(metric, alpha, methods, columns, {}, flags, base=base,
-                        reconstruction={m: n for m, n in notes.items() if n}, golden=_golden_sizes(trials))
+                        reconstruction={m: n for m, n in notes.items() if n}, golden=_golden_sizes(trials),
+                        tuned=_tuned_budgets(trials))
     has_trials = set(zip(trials["method"], trials.apply(_column_of, axis=1))) if len(trials) else set()
     for (m, col), vals in grouped.items():
         if vals:
@@ -237,6 +239,21 @@ def build_leaderboard(trials: pd.DataFrame, skipped: pd.DataFrame | None = None,
     for col in columns:
         _rank_column(_ranked_cells(board, col), alpha)
     return board
+
+
+def _tuned_budgets(trials: pd.DataFrame) -> dict[str, str]:
+    """Per row label of ``preset: tuned`` trials, the search budget(s) of their recipes."""
+    if "tuned" not in trials:
+        return {}
+    return {m: "; ".join(sorted({str(v) for v in g["tuned"] if isinstance(v, str) and v}))
+            for m, g in trials.groupby("method") if g["tuned"].map(lambda v: isinstance(v, str) and bool(v)).any()}
+
+
+def default_metric(trials: pd.DataFrame) -> str:
+    """``selected`` for a table with tuned rows whose trials recorded it (model selection on the noisy
+    validation split, as the search selected its winner), else ``last``."""
+    tuned = trials[trials["preset"] == "tuned"] if "preset" in trials else trials.iloc[:0]
+    return "selected" if len(tuned) and tuned["selected_acc"].notna().any() else "last"
 
 
 def _golden_sizes(trials: pd.DataFrame) -> dict[str, tuple[int, ...]]:
@@ -288,6 +305,13 @@ def board_footnotes(board: Leaderboard) -> list[str]:
         plural = "s" if sizes != (1,) else ""
         notes.append(f"C ({method_name(m, board.base.get(m))}): uses {' or '.join(map(str, sizes))} clean "
                      f"label{plural} per class (a golden set carved out of its training set).")
+    by_budget: dict[str, list[str]] = {}  # the tuned rows say how their recipes were searched, once per budget
+    for m, budget in board.tuned.items():
+        by_budget.setdefault(budget, []).append(method_name(m, board.base.get(m)))
+    for budget, rows in by_budget.items():
+        notes.append(f"{', '.join(rows)}: hyperparameters from `lnlbench tune` (random search + ASHA, "
+                     f"objective: accuracy on a noisy validation split; no clean or test label), budget "
+                     f"{budget}, the same for each; retrained here with the table's seeds.")
     for m, how in board.reconstruction.items():  # each reconstructed method says from what
         notes.append(f"R ({method_name(m, board.base.get(m))}): {how}.")
     if board.missing:

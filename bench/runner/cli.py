@@ -1,4 +1,4 @@
-"""The ``run``, ``resume``, ``status`` and ``quickstart`` commands (declared in :data:`COMMANDS`, which
+"""The ``run``, ``resume``, ``status``, ``tune`` and ``quickstart`` commands (declared in :data:`COMMANDS`, which
 ``lnlbench.cli`` reads).
 
 Ray is imported only by the commands that start it: ``run --dry-run`` and ``status`` work without it.
@@ -34,6 +34,12 @@ def _grid(path: str, args: argparse.Namespace) -> GridSpec:
         from .spec import resolve_storage
 
         spec = dataclasses.replace(spec, storage=resolve_storage(args.storage))
+    if getattr(args, "preset", None):
+        spec = dataclasses.replace(spec, preset=args.preset)
+    if getattr(args, "recipes", None):
+        from .spec import resolve_storage
+
+        spec = dataclasses.replace(spec, recipes=resolve_storage(args.recipes))
     return spec
 
 
@@ -100,6 +106,11 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="train: each trial through a Ray Train TorchTrainer; light: a plain Tune function "
                         "(less overhead, CPU-only tiny grids). Default: the grid's")
     p.add_argument("--storage", default=None, help="override the grid's run folder (path or URI)")
+    p.add_argument("--recipes", default=None, metavar="DIR",
+                   help="tuned recipes for preset: tuned (default: the grid's recipes, else results/recipes)")
+    p.add_argument("--preset", default=None,
+                   help="override the grid's preset: paper | mini | auto | tuned (e.g. the untuned twin of a "
+                        "tuned grid, with --storage)")
 
 
 
@@ -180,6 +191,47 @@ def _quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=None, help="run folder (default results/runs/quickstart)")
 
 
+# -- tune ----------------------------------------------------------------------------------------------
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune_spec import settings, units
+
+    spec = _grid(args.grid, args)
+    tune = settings(spec, args.budget, args.budget_hours)
+    if args.dry_run:
+        todo = units(spec, tune, f"{spec.storage}/search/trials")
+        for u in todo:
+            print(f"{u.uid}  {u.method} {u.key}: {len(u.cells)} cells per trial, {u.epochs} epochs")
+        hours = f" or {tune.budget_hours:g} h" if tune.budget_hours else ""
+        print(f"{len(todo)} searches (scope {spec.scope}), {tune.budget} trials each{hours}; recipes -> "
+              f"{spec.recipes}; run folder {spec.storage}")
+        return 0
+    from .tuning import run_tune
+
+    records = run_tune(spec, budget=args.budget, budget_hours=args.budget_hours, address=args.address,
+                       max_concurrent=args.max_concurrent, quiet=args.quiet, verbose=args.verbose)
+    hours = sum(r["device_hours"] for r in records)
+    print(f"{len(records)} searches, {sum(r['trials_run'] for r in records)} trials, {hours:.3f} device-hours; "
+          f"recipes in {spec.recipes}. Train the winners with fresh seeds: a grid with preset: tuned "
+          f"(recipes: {spec.recipes}) and `lnlbench run`", flush=True)
+    return 0
+
+
+def _tune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("grid", help="grid spec YAML: its methods, datasets, noise settings and (search) seeds; "
+                                "scope: cell | dataset, tune: {...} (README: Tune hyperparameters fairly)")
+    _ray_args(p)
+    p.add_argument("--budget", type=int, default=None, metavar="N",
+                   help="trials per search, the same for every method (default: the grid's tune.budget, else 12)")
+    p.add_argument("--budget-hours", type=float, default=None, metavar="H",
+                   help="wall-clock hours per search as well (Tune's time budget; default: none)")
+    p.add_argument("--recipes", default=None, metavar="DIR",
+                   help="where the winners are written, <DIR>/<dataset>/<method>.yaml (default: the grid's "
+                        "recipes, else results/recipes)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="search trials at once (default: the CPUs)")
+    p.add_argument("--storage", default=None, help="override the grid's run folder (a path)")
+    p.add_argument("--dry-run", action="store_true", help="list the searches and their budget; run nothing")
+
+
 COMMANDS = (
     Command("run", "run a grid spec on Ray (Tune over the cells, Ray Train per trial); reruns resume",
             _run_args, cmd_run),
@@ -187,6 +239,8 @@ COMMANDS = (
             _resume_args, cmd_resume),
     Command("status", "done / running / failed / pending per cell of a run folder (no Ray needed)",
             _status_args, cmd_status),
+    Command("tune", "noise-blind hyperparameter search (Ray Tune, ASHA, noisy-validation objective) with "
+                    "equal budgets; winners written as recipes for preset: tuned", _tune_args, cmd_tune),
     Command("quickstart", "run the digits grid offline (every method, a few noise settings and seeds) and "
                           "print the leaderboard", _quickstart_args, cmd_quickstart),
 )

@@ -30,6 +30,10 @@ The YAML (every key but ``name``, ``datasets``, ``methods``, ``noise`` and ``see
     share_data: true                   # put each dataset in the Ray object store once
     require_recipe: false              # true: leave out, with a note, the cells whose method's preset has
                                        #   no recipe (else they run on the defaults, recipe status "default")
+    recipes: results/recipes           # where preset: tuned reads (and lnlbench tune writes) recipe files
+    scope: cell                        # lnlbench tune: cell (a search per noise setting) | dataset (one per
+                                       #   method and dataset over all its settings)
+    tune: {budget: 12}                 # lnlbench tune's search (lnlbench.runner.tune_spec)
 """
 from __future__ import annotations
 
@@ -48,11 +52,12 @@ from lnlbench.files import absolute, writable_dir
 from lnlbench.registry import DATASETS, METHODS, NOISE
 
 from .resources import Resources
+from .tune_settings import check_tune
 
 EXECUTORS = ("train", "light")
 _REQUIRED = ("name", "datasets", "methods", "noise", "seeds")
 _FROM_GRID = ("method", "dataset", "noise", "rate", "seed", "preset", "epochs", "subset", "hparams",
-              "noise_options", "out_dir", "golden_add")
+              "noise_options", "out_dir", "golden_add", "recipes")
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,9 @@ class GridSpec:
     share_data: bool = True
     golden_add: tuple[str, ...] = ()  # methods that get a second cell trained on the golden set too
     require_recipe: bool = False  # leave out (with a note) the cells a method's preset has no recipe for
+    recipes: str = "results/recipes"  # absolute path of the tuned recipes (preset: tuned; lnlbench tune)
+    scope: str = "cell"  # lnlbench tune: "cell" | "dataset"
+    tune: dict[str, Any] = field(default_factory=dict)  # lnlbench tune's settings (validated: tune_spec)
 
     @property
     def is_remote(self) -> bool:
@@ -162,9 +170,12 @@ def parse_spec(raw: dict[str, Any], base: Path | None = None) -> GridSpec:
         resources=_resources(raw.get("resources")), max_concurrent=_opt_int(raw, "max_concurrent", 1),
         executor=str(raw.get("executor", "train")), max_failures=_opt_int(raw, "max_failures", 0) or 0,
         share_data=bool(raw.get("share_data", True)),
-        golden_add=_golden_add(raw.get("golden_add")), require_recipe=raw.get("require_recipe", False))
+        golden_add=_golden_add(raw.get("golden_add")), require_recipe=raw.get("require_recipe", False),
+        recipes=resolve_storage(raw.get("recipes") or "results/recipes", base),
+        scope=str(raw.get("scope", "cell")), tune=_mapping(raw.get("tune"), "tune"))
     if not isinstance(spec.require_recipe, bool):
         raise LnlError(f"require_recipe must be true or false, got {spec.require_recipe!r}")
+    check_tune(spec.scope, spec.tune, spec.trial)  # lnlbench tune's keys: every grid command checks them
     if spec.executor not in EXECUTORS:
         raise LnlError(f"executor must be one of {', '.join(EXECUTORS)}, got '{spec.executor}'")
     if spec.resources.num_workers > 1 and spec.executor != "train":
@@ -376,7 +387,8 @@ def expand(spec: GridSpec, out_dir: str | None = None) -> list[Cell]:
                                 **spec.trial, "method": method, "dataset": dataset, "noise": noise,
                                 "rate": rate, "seed": seed, "preset": spec.preset, "epochs": spec.epochs,
                                 "subset": spec.subset, "hparams": dict(spec.overrides.get(method, {})),
-                                "noise_options": dict(opts), "out_dir": out, "golden_add": add})
+                                "noise_options": dict(opts), "out_dir": out, "golden_add": add,
+                                "recipes": spec.recipes})
                             try:
                                 trial = resolve(cfg)
                             except LnlError as exc:
