@@ -1,2 +1,17 @@
 """Methods: one file each, registered by import (``lnlbench list methods``)."""
-from . import apl, car, ce, coteaching, dividemix, elr, elr_plus, gce, mixup, mlnt, moit, sce, tssd  # noqa: F401
+from . import (  # noqa: F401
+    apl,
+    car,
+    ce,
+    coteaching,
+    coteaching_plus,
+    dividemix,
+    elr,
+    elr_plus,
+    gce,
+    mixup,
+    mlnt,
+    moit,
+    sce,
+    tssd,
+)
