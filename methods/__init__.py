@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     elr,
     elr_plus,
     gce,
+    jocor,
     mixup,
     mlnt,
     moit,

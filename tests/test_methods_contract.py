@@ -47,6 +47,10 @@ MAIN_PHASE: dict[str, tuple[str, Callable[[dict], bool]]] = {
                         and _hist(res)[0]["forget_rate"] < _hist(res)[0]["tau"]
                         and all(r["phase"] == "coteaching+" and r["forget_rate"] == r["tau"] > 0
                                 and "disagreement" in r for r in _hist(res)[1:])),
+    "jocor": ("R(T) ramping in epoch 0, then the full forget rate τ > 0 on the joint loss, co-regularised",
+              lambda res: _hist(res)[0]["forget_rate"] < _hist(res)[0]["tau"]
+              and all(r["forget_rate"] == r["tau"] > 0 and r["co_reg"] > 0 for r in _hist(res)[1:])
+              and _hist(res)[-1]["lr"] < res["hparams"]["lr"]),
     "car": ("one-hot targets in epoch 0, then target estimation (targets_updated) with τ scored as selection",
             lambda res: not _hist(res)[0]["targets_updated"]
             and all(r["targets_updated"] and r.get("selection") is not None for r in _hist(res)[1:])),

@@ -5,7 +5,8 @@
   branch) and its PyTorch port ``HanxunH/SCELoss-Reproduce`` ``model.py`` (``SCEModel``).
 - ``lenet``: the LeNet-style ``CNN_small`` Co-teaching+ trains on CIFAR-10 (``xingruiyu/coteaching_plus``
   ``model.py``): conv5×5 6 → pool → conv5×5 16 → pool → FC 120 → 84 → head, ReLU, no batch norm.
-- ``cotplus_cnn``: the 6-conv ``CNN`` Co-teaching+ trains on CIFAR-100 (same file): conv3×3 64-64-pool-
+- ``cotplus_cnn``: the 6-conv ``CNN`` Co-teaching+ trains on CIFAR-100 (same file) and JoCoR on CIFAR-10
+  and CIFAR-100 (``hongxin001/JoCoR`` ``model/cnn.py``, the same layers): conv3×3 64-64-pool-
   128-128-pool-196-16-pool, each with BN + ReLU, the 16×4×4 = 256 features into the head.
 """
 from __future__ import annotations
