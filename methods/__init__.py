@@ -13,6 +13,7 @@ from . import (  # noqa: F401
     mixup,
     mlnt,
     moit,
+    peer_loss,
     sce,
     tssd,
 )
