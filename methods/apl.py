@@ -76,8 +76,8 @@ PRESETS = {
     "paper": {
         "cifar10": {"model": "sce_cnn", "epochs": 120, "lr": 0.01, "weight_decay": 1e-4, "schedule": "cosine",
                     "alpha": 1.0, "beta": 1.0, "q": 0.1},
-        "cifar100": {"model": "resnet50", "epochs": 200, "lr": 0.1, "weight_decay": 1e-5, "schedule": "cosine",
-                     **_C100},
+        "cifar100": {"model": "resnet50", "epochs": 200, "lr": 0.1, "weight_decay": 1e-5,
+                     "schedule": "cosine", **_C100},
         "cifar10/cifar10n": CIFAR_N_CE,
         "cifar100/cifar100n": CIFAR_N_CE,
     },

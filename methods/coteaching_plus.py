@@ -82,8 +82,9 @@ _CIFAR = Recipe({"model": "lenet", "epochs": 199, "batch_size": 128, "lr": 0.001
 PRESETS = {
     "paper": {"cifar10": _CIFAR, "cifar100": _CIFAR.with_hparams(model="cotplus_cnn", init_epoch=5)},
     "mini": {
-        "digits": Recipe({"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.001, "epoch_decay_start": 40,
-                          "num_gradual": 10, "init_epoch": 10}, protocol=dict(augment=True)),
+        "digits": Recipe({"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.001,
+                          "epoch_decay_start": 40, "num_gradual": 10, "init_epoch": 10},
+                         protocol=dict(augment=True)),
         "cifar10": MINI_CIFAR.with_hparams(lr=0.001, weight_decay=0.0, epoch_decay_start=10, num_gradual=5,
                                            init_epoch=3),
     },
@@ -147,7 +148,8 @@ class CoteachingPlus(Method):
                            f"got {hp.loss_on!r}, {hp.predict_with!r}")
         self.net1 = ctx.make_model(hp.model, **hp.model_kwargs)
         self.net2 = ctx.make_model(hp.model, **hp.model_kwargs)
-        self.optimizer1, self.optimizer2 = (torch.optim.Adam(n.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        self.optimizer1, self.optimizer2 = (torch.optim.Adam(n.parameters(), lr=hp.lr,
+                                                             weight_decay=hp.weight_decay)
                                             for n in (self.net1, self.net2))
         n = len(ctx.train)
         self.kept = torch.ones(n, device=ctx.device)
@@ -167,8 +169,8 @@ class CoteachingPlus(Method):
         ctx, hp = self.ctx, self.hp
         tau = self._tau(epoch)
         rate = forget_rate_schedule(epoch + 1, tau, hp.num_gradual, hp.exponent)
-        set_adam_plan((self.optimizer1, self.optimizer2), *adam_plan(epoch, hp.lr, hp.epochs, hp.epoch_decay_start,
-                                                                     hp.beta1_decayed))
+        lr, beta1 = adam_plan(epoch, hp.lr, hp.epochs, hp.epoch_decay_start, hp.beta1_decayed)
+        set_adam_plan((self.optimizer1, self.optimizer2), lr, beta1)
         plus = in_disagreement_phase(epoch, hp.init_epoch)
         self.net1.train()
         self.net2.train()

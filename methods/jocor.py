@@ -8,9 +8,9 @@ Two networks see the same mini-batch; per sample the JOINT loss
 
 (supervised part plus a symmetric-KL co-regularisation pulling the networks together; gradients reach both
 networks through both KL terms, as ``kl_loss_compute`` leaves its target attached). The batch keeps its
-``int((1 − R(T))·B)`` samples with the smallest joint loss and ONE Adam optimiser over both networks' parameters
-steps on their mean. R(T), the forget rate τ and the Adam plan are Co-teaching's (``methods/coteaching.py``,
-shared in ``lnlbench.components.cotrain``; ``forget_rate`` takes the same values).
+``int((1 − R(T))·B)`` samples with the smallest joint loss and ONE Adam optimiser over both networks'
+parameters steps on their mean. R(T), the forget rate τ and the Adam plan are Co-teaching's
+(``methods/coteaching.py``, shared in ``lnlbench.components.cotrain``; ``forget_rate`` takes the same values).
 
 ``clean_probability()``: per sample, 1 if the joint small-loss selection kept it the last time it was in a
 batch, else 0 (1 before any selection).
@@ -66,13 +66,14 @@ class JoCoRHparams(TrainHparams):
     predict_with: str = "net1"  # net1 | ensemble
 
 
-_CIFAR = Recipe({"model": "cotplus_cnn", "epochs": 199, "batch_size": 128, "lr": 0.001, "epoch_decay_start": 80,
-                 "num_gradual": 10, "co_lambda": 0.9}, protocol=dict(augment=False))
+_CIFAR = Recipe({"model": "cotplus_cnn", "epochs": 199, "batch_size": 128, "lr": 0.001,
+                 "epoch_decay_start": 80, "num_gradual": 10, "co_lambda": 0.9}, protocol=dict(augment=False))
 PRESETS = {
     "paper": {"cifar10": _CIFAR, "cifar100": _CIFAR.with_hparams(epoch_decay_start=100, co_lambda=0.85)},
     "mini": {
-        "digits": Recipe({"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.001, "epoch_decay_start": 40,
-                          "num_gradual": 10, "co_lambda": 0.9}, protocol=dict(augment=True)),
+        "digits": Recipe({"model": "mlp", "epochs": 100, "batch_size": 64, "lr": 0.001,
+                          "epoch_decay_start": 40, "num_gradual": 10, "co_lambda": 0.9},
+                         protocol=dict(augment=True)),
         "cifar10": MINI_CIFAR.with_hparams(lr=0.001, weight_decay=0.0, epoch_decay_start=10, num_gradual=5,
                                            co_lambda=0.9),
     },
@@ -85,7 +86,8 @@ def symmetric_kl(logits1: torch.Tensor, logits2: torch.Tensor) -> torch.Tensor:
     return ((logp2.exp() * (logp2 - logp1)).sum(dim=1) + (logp1.exp() * (logp1 - logp2)).sum(dim=1))
 
 
-def joint_loss(logits1: torch.Tensor, logits2: torch.Tensor, y: torch.Tensor, co_lambda: float) -> torch.Tensor:
+def joint_loss(logits1: torch.Tensor, logits2: torch.Tensor, y: torch.Tensor,
+               co_lambda: float) -> torch.Tensor:
     """Per-sample JoCoR loss (1 − λ)·(CE₁ + CE₂) + λ·(KL(p₂‖p₁) + KL(p₁‖p₂)) (``loss_jocor``'s loss_pick)."""
     ce = F.cross_entropy(logits1.float(), y, reduction="none") + F.cross_entropy(logits2.float(), y,
                                                                                  reduction="none")
@@ -100,7 +102,7 @@ def small_joint_loss(joint: torch.Tensor, rate: float) -> tuple[torch.Tensor, to
 
 @register_method("jocor")
 class JoCoR(Method):
-    """Two networks trained jointly on the small-joint-loss samples, co-regularised to agree (Wei et al. 2020)."""
+    """Two networks trained jointly on their small-joint-loss samples, co-regularised to agree (JoCoR)."""
 
     display_name = "JoCoR"
 
@@ -127,7 +129,7 @@ class JoCoR(Method):
         self.tau_estimate = 0.0
 
     def _tau(self, epoch: int) -> float:
-        """τ for this epoch (Co-teaching's: the GMM estimate on the joint losses is refitted during the ramp)."""
+        """τ for this epoch (Co-teaching's: the GMM on the joint losses is refitted during the ramp)."""
         if self.mode != "estimate":
             return self.tau_fixed
         if 1 <= epoch < max(1, self.hp.num_gradual):
@@ -139,8 +141,8 @@ class JoCoR(Method):
         ctx, hp = self.ctx, self.hp
         tau = self._tau(epoch)
         rate = forget_rate_schedule(epoch + 1, tau, hp.num_gradual, hp.exponent)
-        set_adam_plan((self.optimizer,), *adam_plan(epoch, hp.lr, hp.epochs, hp.epoch_decay_start,
-                                                    hp.beta1_decayed))
+        lr, beta1 = adam_plan(epoch, hp.lr, hp.epochs, hp.epoch_decay_start, hp.beta1_decayed)
+        set_adam_plan((self.optimizer,), lr, beta1)
         self.net1.train()
         self.net2.train()
         sums = torch.zeros(2, device=ctx.device)  # loss, co-regularisation (batch mean)

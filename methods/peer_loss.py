@@ -1,7 +1,7 @@
 """Peer loss (Liu & Guo — "Peer Loss Functions: Learning from Noisy Labels without Knowing Noise Rates",
 ICML 2020, arXiv 1910.03231). The authors' multi-class deep-learning code: ``weijiaheng/Multi-class-Peer-Loss-
-functions`` (linked from the binary ``gohsyi/PeerLoss``), files ``CIFAR-10/runner.py``, ``CIFAR-100/runner.py``,
-``CIFAR-10/noise_data_cifar_10.py`` and ``CIFAR-10/model.py`` read.
+functions`` (linked from the binary ``gohsyi/PeerLoss``), files ``CIFAR-10/runner.py``,
+``CIFAR-100/runner.py``, ``CIFAR-10/noise_data_cifar_10.py`` and ``CIFAR-10/model.py`` read.
 
     ℓ_peer = CE(f(x_n), y_n) − α(e)·CE(f(x_{n1}), y_{n2})
 
@@ -39,7 +39,8 @@ Deviations:
 - The reference selects its reported model on a noisy validation split it holds out of the training set;
   the contract has no validation split, so we report the engine's per-epoch test accuracy (best, last).
 - No RandomRotation(15) (our augmenter does crop + flip); inputs use the dataset's mean/std (the reference
-  uses ImageNet's); ``preact_resnet18`` is DivideMix's PreAct ResNet-18 (the reference's stem adds a BN + ReLU).
+  uses ImageNet's); ``preact_resnet18`` is DivideMix's PreAct ResNet-18 (the reference's stem adds a BN and
+  a ReLU).
 - The reference's noisy label files (its "r" settings) are replaced by the benchmark's noise generators.
 """
 from __future__ import annotations
@@ -164,7 +165,8 @@ class PeerLoss(Method):
                 loss = stable_ce(logits, ctx.train.y[idx], hp.eps)
                 ce, peer = loss.detach(), torch.zeros((), device=ctx.device)
             else:
-                loss, ce, peer = peer_loss(logits, ctx.train.y[idx], peer_logits, ctx.train.y[iy], alpha, hp.eps)
+                loss, ce, peer = peer_loss(logits, ctx.train.y[idx], peer_logits, ctx.train.y[iy], alpha,
+                                           hp.eps)
             ctx.step(loss, self.optimizer)
             sums += torch.stack([loss.detach(), ce, peer])
             steps += 1

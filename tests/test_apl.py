@@ -36,7 +36,8 @@ def test_nce_and_rce_by_hand():
 
 def test_nfl_and_ngce_by_hand():
     # NFL γ = 0.5: FL_1 = 0.25^0.5 × 0.287682 = 0.143841, FL_0 = 0.75^0.5 × 1.386294 = 1.200566
-    assert normalized_focal(LOGITS, Y, 0.5).item() == pytest.approx(0.143841 / (0.143841 + 1.200566), abs=1e-5)
+    nfl = normalized_focal(LOGITS, Y, 0.5).item()
+    assert nfl == pytest.approx(0.143841 / (0.143841 + 1.200566), abs=1e-5)
     # NGCE q = 0.5: (1 − 0.75^0.5) / (2 − 0.25^0.5 − 0.75^0.5) = 0.133975 / 0.633975
     assert normalized_gce(LOGITS, Y, 0.5).item() == pytest.approx(0.133975 / 0.633975, abs=1e-5)
 

@@ -1,5 +1,5 @@
-"""Co-teaching+: the disagreement set, small-loss selection inside it, the no-disagreement fallback, the switch
-(init) epoch, the CE-of-softmax loss of the reference, and the recipes."""
+"""Co-teaching+: the disagreement set, small-loss selection inside it, the no-disagreement fallback, the
+switch (init) epoch, the CE-of-softmax loss of the reference, and the recipes."""
 from __future__ import annotations
 
 import pytest
@@ -24,7 +24,7 @@ def test_small_loss_selection_runs_inside_the_disagreement_set_and_is_exchanged(
     ce2 = torch.tensor([0.8, 0.1, 0.7, 0.2, 0.6, 0.01])
     disagree = torch.tensor([True, True, True, True, False, False])  # |D| = 4; samples 4, 5 are agreed on
     loss1, loss2, keep1, keep2 = cp.disagreement_exchange(ce1, ce2, disagree, rate=0.5, fallback=True)
-    # int(0.5 · 4) = 2 per network, chosen within D only (sample 5 has the smallest loss of all, but is agreed on)
+    # int(0.5 · 4) = 2 per network, chosen within D only (sample 5 has the smallest loss, but is agreed on)
     assert keep1.tolist() == [True, False, True, False, False, False]  # ce1 in D: 0.1, 0.2 smallest
     assert keep2.tolist() == [False, True, False, True, False, False]  # ce2 in D: 0.1, 0.2 smallest
     assert loss1.item() == pytest.approx((0.5 + 0.9) / 2)  # net 1 learns from net 2's choice

@@ -202,7 +202,7 @@ COMMANDS = (
             _resume_args, cmd_resume),
     Command("status", "done / running / failed / pending per cell of a run folder (no Ray needed)",
             _status_args, cmd_status),
-    Command("quickstart", "run the digits grid offline (a chosen set of methods, --methods all for every one; "
-                          "a few noise settings and seeds) and print the leaderboard", _quickstart_args,
+    Command("quickstart", "run the digits grid offline (a chosen set of methods, --methods all for every "
+                          "one; a few noise settings and seeds) and print the leaderboard", _quickstart_args,
             cmd_quickstart),
 )
