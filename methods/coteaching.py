@@ -63,12 +63,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lnlbench.components import ensemble_logits, forget_rate_schedule, gmm_clean_probability, small_loss_mask
-from lnlbench.components.selection import minmax
+from lnlbench.components import ensemble_logits, forget_rate_schedule
+from lnlbench.components.cotrain import (
+    adam_plan,
+    estimate_forget_rate,
+    forget_rate_mode,
+    set_adam_plan,
+    small_loss_exchange,
+)
 from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import MINI_CIFAR, MINI_TINY, Recipe, TrainHparams, lr_at, make_sgd, set_lr
@@ -142,21 +147,7 @@ class Coteaching(Method):
 
     @staticmethod
     def _forget_rate_mode(spec, hint: float | None, flip: float | None = None) -> tuple[str, float]:
-        if isinstance(spec, str) and spec not in ("flip_rate", "noise_rate", "estimate"):
-            try:
-                spec = float(spec)
-            except ValueError:
-                raise LnlError(f"coteaching: forget_rate must be 'flip_rate', 'noise_rate', 'estimate' or a "
-                               f"number in [0, 1), got {spec!r}") from None
-        if not isinstance(spec, str):
-            if not 0.0 <= float(spec) < 1.0:
-                raise LnlError(f"coteaching: forget_rate must be in [0, 1), got {spec}")
-            return "fixed", float(spec)
-        if spec == "flip_rate" and flip is not None:
-            return "flip_rate_hint", float(flip)
-        if spec in ("flip_rate", "noise_rate") and hint is not None:
-            return "noise_rate_hint", float(hint)
-        return "estimate", 0.0  # noise-blind, or no nominal rate to use (real noise)
+        return forget_rate_mode(spec, hint, flip, "coteaching")
 
     def _optimizer(self, net: torch.nn.Module) -> torch.optim.Optimizer:
         if self.hp.optimizer == "sgd":
@@ -169,24 +160,17 @@ class Coteaching(Method):
             for opt in (self.optimizer1, self.optimizer2):
                 set_lr(opt, lr_at(epoch, hp))
             return
-        j, n_epoch = epoch + 1, hp.epochs + 1  # the official epoch index and n_epoch
-        decaying = j >= hp.epoch_decay_start
-        lr = hp.lr * (n_epoch - j) / max(1, n_epoch - hp.epoch_decay_start) if decaying else hp.lr
-        for opt in (self.optimizer1, self.optimizer2):
-            for group in opt.param_groups:
-                group["lr"] = lr
-                group["betas"] = (hp.beta1_decayed if decaying else 0.9, 0.999)
+        lr, beta1 = adam_plan(epoch, hp.lr, hp.epochs, hp.epoch_decay_start, hp.beta1_decayed)
+        set_adam_plan((self.optimizer1, self.optimizer2), lr, beta1)
 
     def _tau(self, epoch: int) -> float:
         """τ for this epoch; in estimate mode refit the loss GMM during the ramp (one host sync per epoch)."""
         if self.mode != "estimate":
             return self.tau_fixed
         if 1 <= epoch < max(1, self.hp.num_gradual):
-            losses = self.last_loss[torch.isfinite(self.last_loss)]
-            if losses.numel() > 1:
-                seed = int(self.ctx.rng.integers(2 ** 31 - 1))
-                p_clean = gmm_clean_probability(minmax(losses), seed=seed)
-                self.tau_estimate = float(np.clip(1.0 - p_clean.mean(), 0.0, 0.95))
+            tau = estimate_forget_rate(self.last_loss, seed=int(self.ctx.rng.integers(2 ** 31 - 1)))
+            if tau is not None:
+                self.tau_estimate = tau
         return self.tau_estimate
 
     def train_epoch(self, epoch: int) -> dict:
@@ -206,12 +190,8 @@ class Coteaching(Method):
                 logits1, logits2 = self.net1(x), self.net2(x)
             ce1 = F.cross_entropy(logits1.float(), y, reduction="none")
             ce2 = F.cross_entropy(logits2.float(), y, reduction="none")
-            num_remember = int((1.0 - rate) * len(idx))  # as loss.py; small_loss_mask keeps the same count
-            keep1 = small_loss_mask(ce1.detach(), 1.0 - rate)
-            keep2 = small_loss_mask(ce2.detach(), 1.0 - rate)
             # the exchange: each network learns from the samples its PEER found small-loss
-            loss1 = (ce1 * keep2).sum() / max(1, num_remember)
-            loss2 = (ce2 * keep1).sum() / max(1, num_remember)
+            loss1, loss2, keep1, keep2 = small_loss_exchange(ce1, ce2, rate)
             ctx.step(loss1, self.optimizer1)
             ctx.step(loss2, self.optimizer2)
             self.kept[idx] = (keep1.float() + keep2.float()) / 2

@@ -121,3 +121,26 @@ def test_ensemble_sums_logits():
     a, b = nn.Linear(2, 3), nn.Linear(2, 3)
     x = torch.randn(4, 2)
     assert torch.allclose(ensemble_logits([a, b], x), a(x) + b(x))
+
+
+# -- co-training mechanics (Co-teaching, Co-teaching+, JoCoR) ------------------------------------------------
+def test_adam_plan_is_the_official_alpha_and_beta1_plan():
+    from lnlbench.components.cotrain import adam_plan
+
+    # n_epoch = 200, decay from official epoch 80: our epoch e is official epoch e + 1
+    assert adam_plan(78, 0.001, 199, 80) == (0.001, 0.9)
+    lr, beta1 = adam_plan(79, 0.001, 199, 80)
+    assert lr == pytest.approx(0.001 * 120 / 120) and beta1 == 0.1
+    assert adam_plan(198, 0.001, 199, 80)[0] == pytest.approx(0.001 / 120)
+
+
+def test_forget_rate_mode_sources_and_one_line_errors():
+    from lnlbench.components.cotrain import forget_rate_mode
+    from lnlbench.errors import LnlError
+
+    assert forget_rate_mode("flip_rate", 0.5, 0.45) == ("flip_rate_hint", 0.45)
+    assert forget_rate_mode("flip_rate", 0.5, None) == ("noise_rate_hint", 0.5)
+    assert forget_rate_mode("noise_rate", None, 0.45) == ("estimate", 0.0)
+    assert forget_rate_mode("0.3", None, None) == ("fixed", 0.3)
+    with pytest.raises(LnlError, match="^jocor: forget_rate"):
+        forget_rate_mode("oracle", 0.5, None, "jocor")

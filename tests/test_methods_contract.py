@@ -42,6 +42,20 @@ MAIN_PHASE: dict[str, tuple[str, Callable[[dict], bool]]] = {
                    lambda res: _hist(res)[0]["forget_rate"] < _hist(res)[0]["tau"]
                    and all(r["forget_rate"] == r["tau"] > 0 for r in _hist(res)[1:])
                    and _hist(res)[-1]["lr"] < res["hparams"]["lr"]),
+    "coteaching_plus": ("Co-teaching in epoch 0, then the disagreement phase with the full forget rate τ > 0",
+                        lambda res: _hist(res)[0]["phase"] == "coteaching"
+                        and _hist(res)[0]["forget_rate"] < _hist(res)[0]["tau"]
+                        and all(r["phase"] == "coteaching+" and r["forget_rate"] == r["tau"] > 0
+                                and "disagreement" in r for r in _hist(res)[1:])),
+    "jocor": ("R(T) ramping in epoch 0, then the full forget rate τ > 0 on the joint loss, co-regularised",
+              lambda res: _hist(res)[0]["forget_rate"] < _hist(res)[0]["tau"]
+              and all(r["forget_rate"] == r["tau"] > 0 and r["co_reg"] > 0 for r in _hist(res)[1:])
+              and _hist(res)[-1]["lr"] < res["hparams"]["lr"]),
+    "peer_loss": ("plain (stable) CE with α = 0 in epoch 0, then the peer term with α > 0 and lr / (1 + α)",
+                  lambda res: _hist(res)[0]["alpha"] == 0 and _hist(res)[0]["peer"] == 0
+                  and all(r["alpha"] > 0 and r["peer"] > 0
+                          and r["lr"] == pytest.approx(res["hparams"]["lr"] / (1 + r["alpha"]))
+                          for r in _hist(res)[1:])),
     "car": ("one-hot targets in epoch 0, then target estimation (targets_updated) with τ scored as selection",
             lambda res: not _hist(res)[0]["targets_updated"]
             and all(r["targets_updated"] and r.get("selection") is not None for r in _hist(res)[1:])),

@@ -26,6 +26,8 @@ FIXTURES: dict[str, tuple[dict, tuple[int, int, int, int]]] = {
     "cnn_small": ({}, (3, 3, 32, 32)),
     "cnn9": ({}, (2, 3, 32, 32)),
     "sce_cnn": ({}, (2, 3, 32, 32)),
+    "lenet": ({}, (2, 3, 32, 32)),
+    "cotplus_cnn": ({}, (2, 3, 32, 32)),
 }
 ALL_MODELS = MODELS.names()
 
@@ -166,6 +168,8 @@ def test_state_dict_round_trip(name, tmp_path):
     ("mlp", {"in_channels": 1, "image_size": 8}, 85_002),
     ("cnn9", {}, 4_434_570),                          # Co-teaching model.py CNN, counted layer by layer
     ("sce_cnn", {}, 1_639_794),                       # SCELoss-Reproduce SCEModel (3,136 → 256 → 10)
+    ("lenet", {}, 62_006),                            # Co-teaching+ CNN_small: 456+2,416+48,120+10,164+850
+    ("cotplus_cnn", {}, 518_150),                     # Co-teaching+ CNN, counted layer by layer
 ])
 def test_parameter_counts(name, kwargs, expected):
     assert n_params(MODELS.get(name)(NUM_CLASSES, **kwargs)) == expected

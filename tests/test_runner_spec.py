@@ -1,6 +1,7 @@
 """The grid runner without Ray: specs and their one-line errors, dry runs, status, leaderboard, --help."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -191,10 +192,23 @@ def test_require_recipe_with_no_recipe_left_is_an_error(tmp_path):
         parse_spec({**raw, "require_recipe": "yes"})
 
 
-def test_quickstart_grid_is_digits_with_every_method():
+def test_quickstart_grid_is_digits_with_a_chosen_set_and_all_on_request():
+    from lnlbench.runner.cli import quickstart_spec
+
     spec = load_spec(GRIDS / "quickstart.yaml")
-    assert spec.datasets == ("digits",) and spec.methods == tuple(METHODS.names())
-    assert 2 <= len(spec.seeds) <= 3 and spec.executor == "light"
+    assert spec.datasets == ("digits",) and 2 <= len(spec.seeds) <= 3 and spec.executor == "light"
+    # the default is a fixed list (the time must not grow with the registry): CE, the seed methods, baselines
+    assert "methods: all" not in (GRIDS / "quickstart.yaml").read_text()
+    assert {"ce", "car", "moit", "moit_plus", "mlnt", "tssd"} <= set(spec.methods) < set(METHODS.names())
+    assert len(spec.methods) <= 10
+    args = argparse.Namespace(executor=None, storage=None, methods=None)
+    assert quickstart_spec(args).methods == spec.methods
+    assert quickstart_spec(argparse.Namespace(**{**vars(args), "methods": "all"})).methods == \
+        tuple(METHODS.names())
+    listed = quickstart_spec(argparse.Namespace(**{**vars(args), "methods": "ce, gce"}))
+    assert listed.methods == ("ce", "gce")
+    with pytest.raises(LnlError, match="unknown method 'cee'"):
+        quickstart_spec(argparse.Namespace(**{**vars(args), "methods": "ce,cee"}))
 
 
 # -- status, leaderboard, help -----------------------------------------------------------------------------

@@ -6,7 +6,8 @@
 - :mod:`.ramps`: warm-up and ramp-up schedules (linear, sigmoid, Co-teaching's forget rate)
 - :mod:`.clipping`: an optimiser step with gradient-norm clipping (SCE's reference code clips at 5)
 - :mod:`.fastweights`: functional fast-weight steps (batched inner gradients, vmapped fast forwards)
-- :mod:`.cotrain`: two-network helpers (ensemble prediction)
+- :mod:`.cotrain`: two-network helpers (ensemble prediction; the forget-rate source, Adam plan, small-loss
+  exchange and disagreement set that Co-teaching, Co-teaching+ and JoCoR share)
 - :mod:`.heads`: an extra head beside the classifier on a backbone's pooled features (CAR, MOIT)
 - :mod:`.knn`, :mod:`.projection`, :mod:`.augment`: MOIT's kNN detection, projection head and memory, batched SimCLR-style views
 - :mod:`.autoaugment`: batched PIL-equivalent strong augmentation (AutoAugment CIFAR-10 policy, RandAugment pool, Cutout): SOP+, DISC

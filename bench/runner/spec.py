@@ -162,7 +162,7 @@ def parse_spec(raw: dict[str, Any], base: Path | None = None) -> GridSpec:
     if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise LnlError(f"grid name '{name}' must be letters, digits, '-', '_' or '.' (it names folders)")
     spec = GridSpec(
-        name=name, datasets=_names(raw["datasets"], DATASETS, "datasets"), methods=_methods(raw["methods"]),
+        name=name, datasets=_names(raw["datasets"], DATASETS, "datasets"), methods=parse_methods(raw["methods"]),
         noise=tuple(_noise(n) for n in _as_list(raw["noise"], "noise")), seeds=_seeds(raw["seeds"]),
         storage=resolve_storage(raw.get("storage") or f"results/runs/{name}", base),
         preset=str(raw.get("preset", "auto")), epochs=raw.get("epochs"), subset=raw.get("subset"),
@@ -219,8 +219,9 @@ def _names(value: Any, registry: Any, key: str) -> tuple[str, ...]:
     return names
 
 
-def _methods(value: Any) -> tuple[str, ...]:
-    """``all`` means every registered method (the registry, never a hard-coded list)."""
+def parse_methods(value: Any) -> tuple[str, ...]:
+    """A grid's ``methods``: ``all`` means every registered method (the registry, never a hard-coded list);
+    otherwise a list of registered names (an unknown one is a one-line error naming the known ones)."""
     if value == "all" or value == ["all"]:
         return tuple(METHODS.names())
     return _names(value, METHODS, "methods")
