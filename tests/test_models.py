@@ -19,6 +19,7 @@ NUM_CLASSES = 10
 # name -> (builder kwargs, input shape (B, C, H, W)). Batch 2-4 and small images keep the file fast on CPU.
 FIXTURES: dict[str, tuple[dict, tuple[int, int, int, int]]] = {
     "preact_resnet18": ({"width": 16}, (3, 3, 32, 32)),
+    "resnet18": ({"width": 8}, (3, 3, 32, 32)),
     "resnet34": ({"width": 8}, (3, 3, 32, 32)),  # width 8: exercises in_channels < 16 shortcuts
     "resnet50": ({"image_size": 64}, (2, 3, 64, 64)),
     "mlp": ({"in_channels": 1, "image_size": 8}, (4, 1, 8, 8)),
@@ -160,6 +161,7 @@ def test_state_dict_round_trip(name, tmp_path):
     ("preact_resnet18", {"width": 32}, 2_796_266),   # cpu-calibration.md: 2.8 M
     ("preact_resnet18", {"width": 16}, 700_794),     # cpu-calibration.md: 0.70 M
     ("resnet34", {}, 21_282_122),
+    ("resnet18", {}, 11_173_962),                     # PES networks/ResNet.py ResNet18
     ("cnn_small", {}, 78_042),                        # cpu-calibration.md: 0.08 M
     ("mlp", {"in_channels": 1, "image_size": 8}, 85_002),
     ("cnn9", {}, 4_434_570),                          # Co-teaching model.py CNN, counted layer by layer

@@ -1,4 +1,5 @@
-"""The paper-scale networks: DivideMix's PreAct ResNet-18, ELR/CIFAR-N's ResNet-34, torchvision's ResNet-50.
+"""The paper-scale networks: DivideMix's PreAct ResNet-18, ELR/CIFAR-N's ResNet-34, PES's ResNet-18,
+torchvision's ResNet-50.
 
 Sources read (architectures re-written here, not copied):
 
@@ -8,6 +9,7 @@ Sources read (architectures re-written here, not copied):
 - ``shengliu66/ELR`` ``ELR/model/ResNet_Zoo.py`` + ``model.py`` (``resnet34`` = ``ResNet(BasicBlock,
   [3, 4, 6, 3])``), identical to ``UCSC-REAL/cifar-10-100n`` ``models/resnet.py`` ``ResNet34`` used by its
   ``main.py``.
+- ``tmllab/PES`` ``networks/ResNet.py`` (``ResNet18`` = ``ResNet(BasicBlock, [2, 2, 2, 2])``), PES's CIFAR-10 net.
 - DivideMix ``Train_clothing1M.py``: ``torchvision.models.resnet50(pretrained=True)`` with ``fc`` replaced by
   a new ``nn.Linear(2048, 14)``.
 
@@ -159,6 +161,18 @@ def preact_resnet18(num_classes: int, in_channels: int = 3, image_size: int = 32
     elif init != "pytorch":
         raise LnlError(f"model 'preact_resnet18': init must be 'pytorch' or 'kaiming', got {init!r}")
     return model
+
+
+@register_model("resnet18")
+def resnet18(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64) -> CifarResNet:
+    """CIFAR ResNet-18 (3×3 stem, no max-pool, post-activation BasicBlock [2,2,2,2]), PES's CIFAR-10 network.
+
+    11.17 M parameters for 10 classes, PyTorch default init, as ``tmllab/PES`` ``networks/ResNet.py``
+    ``ResNet18``. Deviation: adaptive average pooling instead of ``avg_pool2d(4)`` (identical at 32×32).
+    """
+    check_build_args("resnet18", num_classes, in_channels, image_size, CIFAR_MIN_SIZE)
+    _check_width("resnet18", width)
+    return CifarResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, width)
 
 
 @register_model("resnet34")
