@@ -72,6 +72,10 @@ MAIN_PHASE: dict[str, tuple[str, Callable[[dict], bool]]] = {
                  lambda res: [r["phase"] for r in _hist(res)] == ["ce", "mixmatch", "mixmatch"]
                  and "refine_loss" in _hist(res)[1] and all(r.get("selection") is not None and r["lx"] > 0
                                                             for r in _hist(res)[1:])),
+    "unicon": ("warm-up in epoch 0, then the JSD uniform selection (scored), MixMatch and the contrastive loss",
+               lambda res: "selection" not in _hist(res)[0] and "lx" not in _hist(res)[0]
+               and all(r.get("selection") is not None and r["lx"] > 0 and r["lcon"] > 0
+                       and 0 < r["labeled_fraction"] < 1 for r in _hist(res)[1:])),
     "elr_plus": ("the EMA decay at ema_alpha (its ramp done)",
                  lambda res: all(r["ema_decay"] == pytest.approx(res["hparams"]["ema_alpha"])
                                  for r in _hist(res))),
