@@ -31,6 +31,9 @@ Recipes (``PRESETS``), from the run scripts' defaults and README commands:
   t1 20 (CIFAR-100 35), head-only refinement of 5 epochs (the script's ``--T2 5`` renews only the head: our t3),
   T 0.5, λ_u 150 (the script default), and the README's commands: CIFAR-10 instance 0.4 λ_u 15, CIFAR-100
   pairflip 0.45 λ_u 50. CIFAR-N (``PES_noisylabels.py``): ResNet-34, λ_u 5 (CIFAR-10N) / 75 (CIFAR-100N).
+- Noise conventions of the papers' tables: ``PES_cs.py`` flips to another class (our ``symmetric_exclusive``),
+  ``PES_semi.py`` lets the true class be drawn for symmetric noise (``symmetric``; ``dataset_split`` with
+  ``include_noise``); both use Xia et al.'s instance noise and the Co-teaching pair flip.
 - ``mini`` (CPU scale): CE's ``mini`` net, optimiser and schedule; t1 at CE's best epoch before memorisation
   (digits 15 of 100, CIFAR-10 5 of 25), t2 7, t3 5 (``pes_semi``: head only, 5), ``pes_lr`` 1e-3 (10× the
   paper's: a refinement epoch has ~25 steps here, ~390 on CIFAR), λ_u 25 (``pes_semi``).
