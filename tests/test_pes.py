@@ -210,3 +210,15 @@ def test_presets():
     assert preset_overrides(semi, "paper", "cifar100", "cifar100n", None)["lambda_u"] == 75.0
     c100 = preset_overrides(pes.PES.PRESETS, "paper", "cifar100", "symmetric", 0.5)
     assert c100["model"] == "resnet34" and c100["t1"] == 30 and c100["milestones"] == (100, 150)
+
+
+def test_semi_steps_mix_the_labeled_and_unlabeled_rows_of_the_split(monkeypatch):
+    m = _method(pes.PESSemi, t2=0, t3=1)
+    m.train_epoch(0)
+    rows = []
+    real = pes.mixmatch
+    monkeypatch.setattr(pes, "mixmatch", lambda inputs, *a: (rows.append(len(inputs[0])), real(inputs, *a))[1])
+    m.train_epoch(1)
+    n_lab = int(m.confident.sum())
+    nl, nu = pes.semi_batch_sizes(n_lab, 64 - n_lab, 16)
+    assert rows == [2 * nl + 2 * nu] * (64 // 16)  # N // B steps of both views of each row

@@ -115,3 +115,15 @@ def test_presets():
     c100 = preset_overrides(uc.PRESETS, "paper", "cifar100", "asymmetric", 0.4)
     assert c100["warm_up"] == 30 and c100["penalty"] and c100["t_max"] == 280 and c100["epochs"] == 351
     assert preset_overrides(uc.PRESETS, "paper", "cifar10", "symmetric", 0.5)["lambda_u"] == 30.0
+
+
+def test_unlabeled_batch_is_b_over_twice_the_selection_rate(monkeypatch):
+    m = _method()
+    m.train_epoch(0)
+    rows = []
+    real = uc.mixmatch
+    monkeypatch.setattr(uc, "mixmatch", lambda inputs, *a: (rows.append(len(inputs[0])), real(inputs, *a))[1])
+    mask, w, rate = m.divide()
+    m.train_net(1, m.net1, m.net2, m.opt1, mask, w, rate)
+    nu = min(int(16 / (2 * rate)), int((~mask).sum()))
+    assert rows == [2 * 16 + 2 * nu] * (int(mask.sum()) // 16)  # full labeled batches of B (drop_last)
