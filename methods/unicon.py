@@ -28,10 +28,12 @@ noise); Tiny-ImageNet from ``Train_TinyImageNet.py`` (lr 0.005 ÷10 at epochs 19
 warm-up (digits B 32, warm-up 10; CIFAR-10 B 64, warm-up 5), λ_u 25 as DivideMix's mini.
 
 Deviations:
-- Strong views: the official CIFAR10Policy AutoAugment (after crop + flip) is not implemented; ``strong_augment
-  = "complex"`` uses the SimCLR-style batched transform MOIT uses (:class:`ComplexAugment`), ``"weak"`` the
-  dataset's crop/flip. Under a protocol without augmentation (``mini`` CIFAR-10), or for non-RGB images, every
-  view is the trial's transform.
+- Strong views: crop + flip + AutoAugment's CIFAR-10 policy as one batched transform on the device
+  (:mod:`lnlbench.components.autoaugment`: the photometric ops match PIL within 1 grey level, the geometric ones
+  sample bilinearly); ``strong_augment="complex"`` is MOIT's SimCLR-style transform, ``"weak"`` the dataset's
+  crop/flip. Under a protocol without augmentation (``mini`` CIFAR-10), or for non-RGB images, every view is
+  the trial's transform. The official Tiny-ImageNet strong views add a colour jitter before the policy, and
+  Clothing1M's use ImageNetPolicy; neither is here.
 - The second division of an epoch evaluates both nets in eval mode; the official code leaves net 1 in train
   mode after training it (batch statistics, and its running statistics move).
 - A class shorter than its quota contributes all its samples (the official array then keeps zeros, i.e.
@@ -49,6 +51,7 @@ import torch.nn.functional as F
 
 from lnlbench.components import ensemble_logits, linear_rampup, mixmatch, soft_cross_entropy
 from lnlbench.components.augment import ComplexAugment
+from lnlbench.components.autoaugment import cifar10_autoaugment
 from lnlbench.components.projection import ProjectionNet, simclr_loss
 from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
@@ -79,7 +82,7 @@ class UNICONHparams(TrainHparams):
     rampup_length: float = 16.0
     penalty: bool = False  # confidence penalty in warm-up (asymmetric noise)
     proj_dim: int = 128
-    strong_augment: str = "complex"  # complex | weak (see the deviations)
+    strong_augment: str = "autoaugment"  # autoaugment (crop, flip, CIFAR10Policy) | complex | weak
     eval_batch_size: int = 1024
 
 
@@ -158,8 +161,8 @@ class UNICON(Method):
 
     def __init__(self, hp: UNICONHparams, ctx: MethodContext):
         super().__init__(hp, ctx)
-        if hp.strong_augment not in ("complex", "weak"):
-            raise LnlError(f"unicon: strong_augment must be complex or weak, got '{hp.strong_augment}'")
+        if hp.strong_augment not in ("autoaugment", "complex", "weak"):
+            raise LnlError(f"unicon: strong_augment must be autoaugment, complex or weak, got '{hp.strong_augment}'")
         self.net1, self.net2 = (ProjectionNet(ctx.make_model(hp.model, **hp.model_kwargs), hp.proj_dim, "unicon",
                                               batchnorm=True).to(ctx.device) for _ in range(2))
         ctx.dist.broadcast_module_(self.net1)  # the new projection heads alike on every rank
@@ -173,11 +176,14 @@ class UNICON(Method):
         return float(self.opt1.param_groups[0]["lr"])
 
     def strong(self, x: torch.Tensor) -> torch.Tensor:
-        """A strong view (see the deviations): complex where the trial augments RGB images, else the weak one."""
-        ctx = self.ctx
-        if self.hp.strong_augment == "complex" and ctx.augments and x.shape[1] == 3:
-            return ctx.normalize(self._complex(x, ctx.aug_generator))
-        return ctx.augment(x)
+        """A strong view: crop, flip and AutoAugment's CIFAR-10 policy (or SimCLR's "complex" transform) where
+        the trial augments RGB images, else the weak (the trial's own) transform."""
+        ctx, how = self.ctx, self.hp.strong_augment
+        if how == "weak" or not ctx.augments or x.shape[1] != 3:
+            return ctx.augment(x)
+        if how == "autoaugment":
+            return ctx.normalize(cifar10_autoaugment(ctx.crop_flip(x), ctx.aug_generator))
+        return ctx.normalize(self._complex(x, ctx.aug_generator))
 
     def _warmup(self, net: torch.nn.Module, opt: torch.optim.Optimizer) -> torch.Tensor:
         ctx = self.ctx

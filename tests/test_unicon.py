@@ -127,3 +127,23 @@ def test_unlabeled_batch_is_b_over_twice_the_selection_rate(monkeypatch):
     m.train_net(1, m.net1, m.net2, m.opt1, mask, w, rate)
     nu = min(int(16 / (2 * rate)), int((~mask).sum()))
     assert rows == [2 * 16 + 2 * nu] * (int(mask.sum()) // 16)  # full labeled batches of B (drop_last)
+
+
+def test_strong_view_is_crop_flip_then_the_autoaugment_policy_on_rgb():
+    from lnlbench.components.autoaugment import cifar10_autoaugment
+
+    x = torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ctx = MethodContext(train=TrainSet(x=x, y=torch.arange(8) % 4), num_classes=4, image_shape=(3, 8, 8),
+                        device=torch.device("cpu"), seed=0,
+                        augmenter=Augmenter.build((0.5,) * 3, (0.25,) * 3, 1, True, "cpu"))
+    m = uc.UNICON(build_hparams(uc.UNICONHparams, {"model": "mlp", "proj_dim": 4}), ctx)
+    state = ctx.aug_generator.get_state()
+    got = m.strong(x)
+    ctx.aug_generator.set_state(state)
+    want = ctx.normalize(cifar10_autoaugment(ctx.crop_flip(x), ctx.aug_generator))
+    assert torch.equal(got, want)
+    weak = uc.UNICON(build_hparams(uc.UNICONHparams, {"model": "mlp", "proj_dim": 4, "strong_augment": "weak"}), ctx)
+    ctx.aug_generator.set_state(state)
+    got = weak.strong(x)
+    ctx.aug_generator.set_state(state)
+    assert torch.equal(got, ctx.augment(x))

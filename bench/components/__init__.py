@@ -8,6 +8,7 @@
 - :mod:`.fastweights`: functional fast-weight steps (batched inner gradients, vmapped fast forwards)
 - :mod:`.cotrain`: two-network helpers (ensemble prediction)
 - :mod:`.heads`: an extra head beside the classifier on a backbone's pooled features (CAR, MOIT)
+- :mod:`.autoaugment`: AutoAugment's CIFAR-10 policy, batched on the device (UNICON's strong views)
 - :mod:`.layerwise`: a network's ordered stages, re-initialising the last ones, training only some (PES)
 - :mod:`.knn`, :mod:`.projection`, :mod:`.augment`: MOIT's kNN detection, projection head and memory, batched SimCLR-style views
 """
