@@ -42,7 +42,8 @@ Deviations:
 - ``PES_cs.py`` trains on a 90 % split and keeps 10 % (noisy labels) to pick the epoch it reports; we train on
   the whole noisy set and the harness reports last and best test accuracy (``PES_semi.py`` uses 100 %).
 - Re-initialisation copies the weights of a freshly built model of the same architecture (drawn from the
-  trial's seeded generator), not new modules; with the registered builders the initialisation is the same.
+  trial's seeded generator), not new modules; with the registered builders the initialisation is the same
+  (a pretrained builder, ``resnet50`` with ``pretrained``, would restore the pretrained weights instead).
 - Random numbers come from the trial's generators; augmentation is the engine's batched transform.
 - ``pes_semi`` with an empty unconfident set trains on the labeled rows alone (the official loader fails).
 """
