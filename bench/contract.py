@@ -102,6 +102,11 @@ class MethodContext:
         """The training transform (random crop with padding, flip, normalise) of a uint8 batch."""
         return self._augmenter(x, self.aug_generator)
 
+    def crop_flip(self, x: torch.Tensor) -> torch.Tensor:
+        """The training transform's crop and flip alone (uint8 in and out), for a method that augments further
+        before normalising (UNICON's AutoAugment views); identity under ``augment: false`` protocols."""
+        return self._augmenter.crop_flip(x, self.aug_generator)
+
     @property
     def augments(self) -> bool:
         """Whether the trial's training transform augments (off under ``augment: false`` protocols), so a

@@ -16,8 +16,10 @@ from . import (  # noqa: F401
     moit,
     moit_plus,
     peer_loss,
+    pes,
     sce,
     sop,
     sop_plus,
     tssd,
+    unicon,
 )

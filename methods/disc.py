@@ -95,7 +95,8 @@ def disc_cell(rate: float, noise: str) -> dict:
     return hp
 
 
-_CIFAR = {"model": "resnet18", "epochs": 200, "batch_size": 128, "lr": 0.1, "momentum": 0.0, "weight_decay": 1e-3,
+_CIFAR = {"model": "resnet18", "model_kwargs": {"init": "kaiming"}, "epochs": 200, "batch_size": 128, "lr": 0.1,
+          "momentum": 0.0, "weight_decay": 1e-3,
           "schedule": "step", "milestones": (80, 160), "start_epoch": 20}
 _RATES = {"symmetric": (0.2, 0.4, 0.5, 0.6, 0.8), "asymmetric": (0.2, 0.3, 0.4), "instance": (0.2, 0.4, 0.6)}
 PRESETS = {

@@ -82,6 +82,18 @@ MAIN_PHASE: dict[str, tuple[str, Callable[[dict], bool]]] = {
              lambda res: _hist(res)[0]["phase"] == "warmup"
              and all(r["phase"] == "disc" and r.get("selection") is not None and r["clean_fraction"] > 0
                      for r in _hist(res)[1:])),
+    "pes": ("CE in epoch 0, the layer-wise refinement in epoch 1, then CE on the confident set (selection scored)",
+            lambda res: [r["phase"] for r in _hist(res)] == ["ce", "refine", "confident"]
+            and "selection" not in _hist(res)[1] and _hist(res)[2].get("selection") is not None
+            and 0 < _hist(res)[2]["confident_fraction"] < 1),
+    "pes_semi": ("CE in epoch 0, then the head refinement and MixMatch on the confident/unconfident split",
+                 lambda res: [r["phase"] for r in _hist(res)] == ["ce", "mixmatch", "mixmatch"]
+                 and "refine_loss" in _hist(res)[1] and all(r.get("selection") is not None and r["lx"] > 0
+                                                            for r in _hist(res)[1:])),
+    "unicon": ("warm-up in epoch 0, then the JSD uniform selection (scored), MixMatch and the contrastive loss",
+               lambda res: "selection" not in _hist(res)[0] and "lx" not in _hist(res)[0]
+               and all(r.get("selection") is not None and r["lx"] > 0 and r["lcon"] > 0
+                       and 0 < r["labeled_fraction"] < 1 for r in _hist(res)[1:])),
     "elr_plus": ("the EMA decay at ema_alpha (its ramp done)",
                  lambda res: all(r["ema_decay"] == pytest.approx(res["hparams"]["ema_alpha"])
                                  for r in _hist(res))),

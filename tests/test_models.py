@@ -163,7 +163,7 @@ def test_state_dict_round_trip(name, tmp_path):
     ("preact_resnet18", {"width": 32}, 2_796_266),   # cpu-calibration.md: 2.8 M
     ("preact_resnet18", {"width": 16}, 700_794),     # cpu-calibration.md: 0.70 M
     ("resnet34", {}, 21_282_122),
-    ("resnet18", {}, 11_173_962),                     # DISC models/resnet.py resnet18 (torchvision layout)
+    ("resnet18", {}, 11_173_962),                     # PES networks/ResNet.py ResNet18, DISC models/resnet.py
     ("cnn_small", {}, 78_042),                        # cpu-calibration.md: 0.08 M
     ("mlp", {"in_channels": 1, "image_size": 8}, 85_002),
     ("cnn9", {}, 4_434_570),                          # Co-teaching model.py CNN, counted layer by layer

@@ -1,11 +1,12 @@
-"""A classifier with a projection head beside it, and a cross-batch memory of embeddings (MOIT).
+"""A classifier with a projection head beside it, a cross-batch memory of embeddings (MOIT), SimCLR's loss.
 
 ``ProjectionNet(backbone, dim)`` wraps any registered model that exposes ``forward_features`` and
 ``head`` (:class:`lnlbench.models.LnlModel`): ``forward(x)`` is the backbone's logits (so evaluation and
 ``predict`` need nothing special) and ``forward_both(x)`` also returns the L2-normalised ``dim``-d
 projection of the pooled features, as MOIT's PreAct ResNet-18 (``linear2`` classifier, ``linear``
 projection) does. ``CrossBatchMemory`` is XBM's FIFO queue of (embedding, label) rows with MOIT's write
-rule (``utils_labelNoise/xbm_memory.py``).
+rule (``utils_labelNoise/xbm_memory.py``). ``simclr_loss`` is the unsupervised contrastive (NT-Xent) loss of
+two views, as UNICON's ``Contrastive_loss.py`` ``SupConLoss`` computes it without labels.
 """
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ from lnlbench.errors import LnlError
 class ProjectionNet(nn.Module):
     """Backbone logits plus a linear projection head (pooled features → ``dim``, L2-normalised)."""
 
-    def __init__(self, backbone: nn.Module, dim: int = 128, method: str = "this method"):
+    def __init__(self, backbone: nn.Module, dim: int = 128, method: str = "this method", batchnorm: bool = False):
         super().__init__()
         if not (callable(getattr(backbone, "forward_features", None)) and isinstance(
                 getattr(backbone, "head", None), nn.Linear) and hasattr(backbone, "feature_dim")):
             raise LnlError(f"{method} needs a model with forward_features/head/feature_dim "
                            f"(an lnlbench LnlModel); {type(backbone).__name__} has none")
         self.backbone = backbone
-        self.projection = nn.Linear(backbone.feature_dim, dim)
+        # UNICON's head is Linear → BatchNorm1d (PreResNet_cifar.py ``bnl``); MOIT's the Linear alone
+        self.projection = (nn.Sequential(nn.Linear(backbone.feature_dim, dim), nn.BatchNorm1d(dim)) if batchnorm
+                           else nn.Linear(backbone.feature_dim, dim))
 
     @property
     def classifier(self) -> nn.Linear:
@@ -94,3 +97,18 @@ class CrossBatchMemory:
         self.labels.copy_(state["labels"].to(self.labels.device))
         self.ptr, self.full = int(state["ptr"]), bool(state["full"])
         self.last_slice = slice(*(int(v) for v in state["last"]))
+
+
+def simclr_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """NT-Xent over 2B unit embeddings: each row's positive is the other view of its image, its negatives
+    every other row but itself; −log softmax of the positive, averaged over the 2B anchors.
+
+    ``SupConLoss(temperature=τ, base_temperature=τ)(stack([z1, z2], 1))`` with no labels (UNICON: τ = 0.05;
+    its τ / base_τ factor is 1 then). ``z1``, ``z2``: (B, d), already L2-normalised.
+    """
+    z = torch.cat([z1, z2]).float()
+    n = z1.shape[0]
+    sim = (z @ z.T) / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    pos = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, pos)

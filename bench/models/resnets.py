@@ -1,4 +1,5 @@
-"""The paper-scale networks: DivideMix's PreAct ResNet-18, ELR/CIFAR-N's ResNet-34, torchvision's ResNet-50.
+"""The paper-scale networks: DivideMix's PreAct ResNet-18, ELR/CIFAR-N's ResNet-34, PES's ResNet-18,
+torchvision's ResNet-50.
 
 Sources read (architectures re-written here, not copied):
 
@@ -8,6 +9,7 @@ Sources read (architectures re-written here, not copied):
 - ``shengliu66/ELR`` ``ELR/model/ResNet_Zoo.py`` + ``model.py`` (``resnet34`` = ``ResNet(BasicBlock,
   [3, 4, 6, 3])``), identical to ``UCSC-REAL/cifar-10-100n`` ``models/resnet.py`` ``ResNet34`` used by its
   ``main.py``.
+- ``tmllab/PES`` ``networks/ResNet.py`` (``ResNet18`` = ``ResNet(BasicBlock, [2, 2, 2, 2])``), PES's CIFAR-10 net.
 - DivideMix ``Train_clothing1M.py``: ``torchvision.models.resnet50(pretrained=True)`` with ``fc`` replaced by
   a new ``nn.Linear(2048, 14)``.
 
@@ -136,6 +138,15 @@ def _kaiming_init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _initialised(model: nn.Module, init: str, name: str) -> nn.Module:
+    """``init="pytorch"``: PyTorch's default init, unchanged; ``"kaiming"``: :func:`_kaiming_init`."""
+    if init == "kaiming":
+        _kaiming_init(model)
+    elif init != "pytorch":
+        raise LnlError(f"model '{name}': init must be 'pytorch' or 'kaiming', got {init!r}")
+    return model
+
+
 def _check_width(model: str, width: int) -> None:
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise LnlError(f"model '{model}': width must be a positive integer, got {width!r}")
@@ -153,38 +164,37 @@ def preact_resnet18(num_classes: int, in_channels: int = 3, image_size: int = 32
     """
     check_build_args("preact_resnet18", num_classes, in_channels, image_size, CIFAR_MIN_SIZE)
     _check_width("preact_resnet18", width)
-    model = CifarResNet(PreActBlock, (2, 2, 2, 2), num_classes, in_channels, width)
-    if init == "kaiming":
-        _kaiming_init(model)
-    elif init != "pytorch":
-        raise LnlError(f"model 'preact_resnet18': init must be 'pytorch' or 'kaiming', got {init!r}")
-    return model
+    return _initialised(CifarResNet(PreActBlock, (2, 2, 2, 2), num_classes, in_channels, width), init,
+                        "preact_resnet18")
 
 
 @register_model("resnet18")
-def resnet18(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64) -> CifarResNet:
-    """CIFAR ResNet-18 (3×3 stem, no max-pool, BasicBlock [2,2,2,2], Kaiming init) as DISC's ``models/resnet.py``.
+def resnet18(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64,
+             init: str = "pytorch") -> CifarResNet:
+    """CIFAR ResNet-18 (3×3 stem, no max-pool, post-activation BasicBlock [2,2,2,2]): PES's and DISC's network.
 
-    11.17 M parameters for 10 classes. Kaiming-normal (fan_out) convs and BN weight 1 / bias 0, as the
-    torchvision-derived official file. Deviation: adaptive average pooling (the official file's too).
+    11.17 M parameters for 10 classes. ``init="pytorch"`` keeps PyTorch's default init, as ``tmllab/PES``
+    ``networks/ResNet.py`` ``ResNet18``; ``init="kaiming"`` is DISC's ``models/resnet.py`` (Kaiming-normal
+    fan_out convs, BN weight 1 / bias 0, as the torchvision-derived file). Deviation: adaptive average pooling
+    instead of ``avg_pool2d(4)`` (identical at 32×32).
     """
     check_build_args("resnet18", num_classes, in_channels, image_size, CIFAR_MIN_SIZE)
     _check_width("resnet18", width)
-    model = CifarResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, width)
-    _kaiming_init(model)
-    return model
+    return _initialised(CifarResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, width), init, "resnet18")
 
 
 @register_model("resnet34")
-def resnet34(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64) -> CifarResNet:
+def resnet34(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64,
+             init: str = "pytorch") -> CifarResNet:
     """CIFAR ResNet-34 (3×3 stem, no max-pool, BasicBlock [3,4,6,3]) as used by ELR and CIFAR-N.
 
-    21.28 M parameters for 10 classes. PyTorch default init, as in ELR's ``ResNet_Zoo.py`` and CIFAR-N's
-    ``models/resnet.py``. Deviation: adaptive average pooling instead of ``avg_pool2d(4)`` (identical at 32×32).
+    21.28 M parameters for 10 classes. ``init="pytorch"`` (default): PyTorch's init, as in ELR's
+    ``ResNet_Zoo.py`` and CIFAR-N's ``models/resnet.py``; ``"kaiming"``: DISC's file (its instance-noise net).
+    Deviation: adaptive average pooling instead of ``avg_pool2d(4)`` (identical at 32×32).
     """
     check_build_args("resnet34", num_classes, in_channels, image_size, CIFAR_MIN_SIZE)
     _check_width("resnet34", width)
-    return CifarResNet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, width)
+    return _initialised(CifarResNet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, width), init, "resnet34")
 
 
 class TorchvisionResNet50(LnlModel):
