@@ -1,2 +1,17 @@
 """Methods: one file each, registered by import (``lnlbench list methods``)."""
-from . import bootstrap, car, ce, coteaching, dividemix, elr, elr_plus, gce, mixup, mlnt, moit, sce, tssd  # noqa: F401
+from . import (  # noqa: F401
+    bootstrap,
+    car,
+    ce,
+    coteaching,
+    dividemix,
+    elr,
+    elr_plus,
+    forward,
+    gce,
+    mixup,
+    mlnt,
+    moit,
+    sce,
+    tssd,
+)

@@ -34,7 +34,8 @@ KEY = ["method", "dataset", "noise", "rate", "seed"]
 TRIAL_COLUMNS = [
     "trial_id", "status", "method", "dataset", "noise", "noise_name", "rate", "seed", "last_acc",
     "best_acc", "selected_acc", "final_acc", "best_epoch", "epochs_done", "epochs", "wall_time_s",
-    "device_hours", "device", "device_name", "model", "preset", "uses_clean_data", "reconstructed", "reconstruction",
+    "device_hours", "device", "device_name", "model", "preset", "uses_clean_data", "uses_true_transition",
+    "reconstructed", "reconstruction", "transition_mae",
     "realized_rate", "n_train", "git_commit", "finished_at", "base_method", "variant", "config", "command",
     "path", "amp", "recipe_status", "golden_per_class",
 ]
@@ -174,6 +175,7 @@ def _row(res: dict[str, Any], path: Path) -> dict[str, Any]:
         "noise_name": noise.get("name"), "rate": float("nan") if rate is None else float(rate),
         "seed": int(res["seed"]), "epochs": hp.get("epochs"), "model": hp.get("model"),
         "uses_clean_data": bool(flags.get("uses_clean_data", False)),
+        "uses_true_transition": bool(flags.get("uses_true_transition", False)),
         "reconstructed": bool(flags.get("reconstructed", False)),
         "reconstruction": str(flags.get("reconstruction") or ""),
         "realized_rate": noise.get("realized_rate"), "n_train": data.get("n_train"),
@@ -369,7 +371,7 @@ def read_trials_csv(path: str | Path) -> list[dict[str, Any]]:
     frame["base_method"] = frame["base_method"].fillna(frame["method"])
     frame["method"], frame["variant"] = frame["base_method"], ""
     frame["status"] = frame["status"].fillna("ok")
-    for col in ("uses_clean_data", "reconstructed"):
+    for col in ("uses_clean_data", "uses_true_transition", "reconstructed"):
         frame[col] = frame[col].astype(str).str.lower() == "true"
     frame = frame.astype(object).where(frame.notna(), None)
     frame["rate"] = pd.to_numeric(frame["rate"], errors="coerce")
