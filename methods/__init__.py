@@ -13,5 +13,6 @@ from . import (  # noqa: F401
     mlnt,
     moit,
     sce,
+    t_revision,
     tssd,
 )

@@ -58,6 +58,7 @@ from lnlbench.components.transition import (
     anchor_transition,
     backward_corrected_loss,
     forward_corrected_loss,
+    holdout_split,
     predict_probs,
 )
 from lnlbench.contract import Method, MethodContext
@@ -142,9 +143,8 @@ class Forward(Method):
         self.T = ctx.transition.clone() if known else torch.eye(c, device=ctx.device)
         self.estimated = known
         self.best_loss = float("inf")
-        order = torch.as_tensor(ctx.rng.permutation(len(ctx.train)), device=ctx.device)
-        k = int(round(hp.holdout_fraction * len(order)))
-        self.holdout, self.fit_idx = order[:k], order[k:]  # the official validation_split, on noisy labels
+        # the official validation_split, on noisy labels
+        self.holdout, self.fit_idx = holdout_split(ctx.rng, len(ctx.train), hp.holdout_fraction, ctx.device)
 
     @property
     def ce_stage(self) -> int:

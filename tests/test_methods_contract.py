@@ -74,6 +74,11 @@ MAIN_PHASE: dict[str, tuple[str, Callable[[dict], bool]]] = {
     "forward": ("CE in epoch 0 (held-out CE logged), then T estimated (transition_mae scored) and the corrected "
                 "network trained", lambda res: _is_loss_correction(res)),
     "backward": ("as forward, with the backward-corrected loss", lambda res: _is_loss_correction(res)),
+    "t_revision": ("one epoch per stage: CE, then importance reweighting with the anchor estimate T̂ scored, then "
+                   "the revision of T̂ + ΔT (ΔT moved off zero, scored)",
+                   lambda res: [r["stage"] for r in _hist(res)] == ["estimate", "reweight", "revision"]
+                   and "transition_mae" not in _hist(res)[0]
+                   and all(0 <= r["transition_mae"] < 1 for r in _hist(res)[1:]) and _hist(res)[2]["slack_abs"] > 0),
     "elr_plus": ("the EMA decay at ema_alpha (its ramp done)",
                  lambda res: all(r["ema_decay"] == pytest.approx(res["hparams"]["ema_alpha"])
                                  for r in _hist(res))),

@@ -8,7 +8,9 @@ p_i) and reads its predicted distribution as row i — ``giorgiop/loss-correctio
 ``NoiseEstimator.fit/predict``; T-Revision (``xiaoboxia/T-Revision`` ``tools.py`` ``fit``) uses the same.
 
 The corrected losses (``loss.py`` ``robust``), on probabilities clipped to [ε, 1 − ε] as the Keras code does:
-forward −log (q·T)_ỹ, backward −(T⁻¹)_ỹ· · log q.
+forward −log (q·T)_ỹ, backward −(T⁻¹)_ỹ· · log q. Importance reweighting (T-Revision ``loss.py``
+``reweight_loss`` / ``reweighting_revision_loss``): CE on the noisy label weighted by β = q_ỹ / (q·T)_ỹ, the
+ratio of the clean to the noisy posterior of the observed label.
 """
 from __future__ import annotations
 
@@ -62,3 +64,28 @@ def backward_corrected_loss(logits: torch.Tensor, y: torch.Tensor, inverse: torc
     loss in expectation over the noise, unbounded below where T⁻¹ has negative entries (hence the clip)."""
     log_q = F.softmax(logits.float(), dim=1).clamp(EPS, 1.0 - EPS).log()
     return -(inverse.to(log_q)[y] * log_q).sum(1)
+
+
+def importance_weights(logits: torch.Tensor, y: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
+    """β = q_ỹ / (q·T)_ỹ per sample (q = softmax of the logits): clean over noisy posterior of the label."""
+    q = F.softmax(logits.float(), dim=1)
+    noisy = q @ transition.to(q)
+    return q.gather(1, y[:, None]).squeeze(1) / noisy.gather(1, y[:, None]).squeeze(1)
+
+
+def reweighted_loss(logits: torch.Tensor, y: torch.Tensor, transition: torch.Tensor,
+                    detach_weights: bool = True) -> torch.Tensor:
+    """Batch mean of β·CE(logits, ỹ). T-Revision's reweighting stage treats β as a constant
+    (``detach_weights``); its revision stage lets the gradient reach T + ΔT (and the network) through β."""
+    beta = importance_weights(logits, y, transition)
+    if detach_weights:
+        beta = beta.detach()
+    return (beta * F.cross_entropy(logits.float(), y, reduction="none")).mean()
+
+
+def holdout_split(rng, n: int, fraction: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(held-out, fitted) positions of a random ``fraction`` of the n noisy training samples, drawn from the
+    method's seeded numpy generator: the official codes' noisy validation split (10 %), made inside the method."""
+    order = torch.as_tensor(rng.permutation(n), device=device)
+    k = int(round(fraction * n))
+    return order[:k], order[k:]
