@@ -30,6 +30,8 @@ Recipes (``PRESETS``):
   Keras scheduler's ``epoch > 40`` / ``> 80``), 120 epochs per stage (so 240 in all), Keras L2 1e-4 on the
   kernels, i.e. weight decay 2e-4 (L2 λ‖w‖² has gradient 2λw), outlier filter on.
 - ``paper`` CIFAR-100: 150 epochs per stage, decays after 80 and 120, L2 1e-3 (weight decay 2e-3), no filter.
+- ``paper`` CIFAR-N (cifar10n / cifar100n noise): no published recipe of this code; the CIFAR-N CE recipe
+  (ResNet-34, lr 0.1, ÷10 at 60, weight decay 5e-4, 100 epochs) for each stage, the dataset's filter choice.
 - ``mini``: CE's ``mini`` recipe for the corrected stage (same net, optimiser, schedule and length), after a
   short CE stage whose best held-out epoch estimates T (digits 30 epochs, CE peaks near epoch 26; CIFAR-10
   10, CE peaks near 5).
@@ -63,7 +65,7 @@ from lnlbench.components.transition import (
 )
 from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
-from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import CIFAR_N_CE, DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 
@@ -93,12 +95,14 @@ class ForwardHparams(TrainHparams):
             raise LnlError(f"holdout_fraction must be in [0, 0.5), got {self.holdout_fraction}")
 
 
+_CIFAR_N = CIFAR_N_CE | {"epochs": 200, "ce_epochs": 100}  # the CIFAR-N CE recipe in both stages
 PRESETS = {
     "paper": {
         "cifar10": {"model": "resnet34", "epochs": 240, "ce_epochs": 120, "lr": 0.1, "weight_decay": 2e-4,
                     "milestones": (41, 81), "filter_outlier": True},
         "cifar100": {"model": "resnet34", "epochs": 300, "ce_epochs": 150, "lr": 0.1, "weight_decay": 2e-3,
                      "milestones": (81, 121), "filter_outlier": False},
+        "cifar10/cifar10n": _CIFAR_N, "cifar100/cifar100n": _CIFAR_N,
     },
     "mini": {
         "digits": DIGITS_MLP | {"epochs": 130, "ce_epochs": 30},
@@ -135,6 +139,8 @@ class Forward(Method):
         super().__init__(hp, ctx)
         c = ctx.num_classes
         known = hp.transition == "known"
+        if known and ctx.transition is None:
+            raise LnlError("transition=known needs the noise generator's matrix from the harness (ctx.transition)")
         self.ce_model = None if known else ctx.make_model(hp.model, **hp.model_kwargs)
         self.best_ce = None if known else ctx.make_model(hp.model, **hp.model_kwargs)
         self.ce_optimizer = None if known else make_sgd(self.ce_model.parameters(), hp)

@@ -26,6 +26,9 @@ Recipes (``PRESETS``):
   estimation epochs, 200 reweighting epochs with lr ×0.1 from epochs 39 and 79 (``MultiStepLR([40, 80])``
   stepped before each epoch), 200 revision epochs (Adam lr 5e-7, weight decay 1e-4), outlier filter on.
 - ``paper`` CIFAR-100: ResNet-34, 15 estimation epochs, no outlier filter, the rest as CIFAR-10.
+- ``paper`` CIFAR-N (cifar10n / cifar100n noise): no published recipe of this code; the dataset's estimation
+  stage, the CIFAR-N CE recipe (ResNet-34, lr 0.1, ÷10 at 60, weight decay 5e-4, 100 epochs) as the
+  reweighting stage, and the paper's 200 revision epochs.
 - ``mini``: CE's ``mini`` recipe (net, SGD with momentum, constant lr) for the estimation and the
   reweighting stage, the reweighting as long as CE's run (digits 20 + 100 + 20 revision epochs; CIFAR-10
   10 + 25 + 5, CE peaks near epoch 5); the revision stage as the paper's.
@@ -52,7 +55,7 @@ from torch import nn
 from lnlbench.components.transition import anchor_transition, holdout_split, predict_probs, reweighted_loss
 from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
-from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
+from lnlbench.hparams import CIFAR_N_CE, DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
 STAGES = ("estimate", "reweight", "revision")
@@ -88,12 +91,15 @@ class TRevisionHparams(TrainHparams):
 
 
 _MINI = {"revision_lr": 5e-7, "estimate_momentum": 0.9}
+_CIFAR_N = CIFAR_N_CE | {"reweight_epochs": 100}  # the CIFAR-N CE recipe as the reweighting stage, 200 revising
 PRESETS = {
     "paper": {
         "cifar10": {"model": "preact_resnet18", "epochs": 420, "estimate_epochs": 20, "reweight_epochs": 200,
                     "filter_outlier": True},
         "cifar100": {"model": "resnet34", "epochs": 415, "estimate_epochs": 15, "reweight_epochs": 200,
                      "filter_outlier": False},
+        "cifar10/cifar10n": _CIFAR_N | {"epochs": 320, "estimate_epochs": 20},
+        "cifar100/cifar100n": _CIFAR_N | {"epochs": 315, "estimate_epochs": 15},
     },
     "mini": {
         "digits": DIGITS_MLP | _MINI | {"epochs": 140, "estimate_epochs": 20, "reweight_epochs": 100},
