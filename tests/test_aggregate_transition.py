@@ -37,6 +37,7 @@ def test_transition_table_shows_mean_error_per_method_and_the_report_embeds_it(t
     frame = transition_frame(runs.trials)
     assert frame["method"].tolist() == ["forward", "t_revision"]  # CE estimates nothing: no row
     assert frame["mean"].tolist() == [2.0, 1.0] and frame["n"].tolist() == [2, 2]
+    assert runs.curves["transition_mae"].isna().all()  # these histories hold no per-epoch estimate
     table = transition_table(runs.trials)
     assert [r.cells[0].bold for r in table.rows] == [False, True]  # lower is better
     assert "2.0 ± 0.0" in to_markdown(table)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from lnlbench.aggregate.frame import load_runs
 from lnlbench.config import TrialConfig, resolve
 from lnlbench.contract import MethodContext, TrainSet
 from lnlbench.engine import Trial, run_trial
@@ -45,6 +46,9 @@ def test_estimate_trial_scores_the_anchor_estimate_and_is_not_an_oracle(tmp_path
     assert hist[0]["stage"] == "ce" and "transition_mae" not in hist[0]
     assert all(h["stage"] == "corrected" and h["transition_mae"] > 0 for h in hist[1:])
     assert res["transition_mae"] == hist[-1]["transition_mae"]
+    runs = load_runs([tmp_path])  # the aggregator reads it: per-epoch curves and the trial's last value
+    assert runs.curves["transition_mae"].notna().tolist() == [False, True, True]
+    assert runs.trials["transition_mae"].tolist() == [res["transition_mae"]]
     trial = Trial(resolve(_cfg(tmp_path / "again")))
     trial.build()
     assert trial.ctx.transition is None  # the estimating setting never sees the generator's matrix

@@ -40,7 +40,7 @@ TRIAL_COLUMNS = [
     "path", "amp", "recipe_status", "golden_per_class",
 ]
 CURVE_COLUMNS = ["trial_id", "method", "dataset", "noise", "rate", "seed", "epoch", "test_acc", "val_acc",
-                 "precision", "recall", "selected_fraction"]
+                 "precision", "recall", "selected_fraction", "transition_mae"]
 
 
 @dataclass
@@ -262,14 +262,15 @@ def trial_command(config: dict[str, Any]) -> str:
 
 
 def _curves(history: list[dict[str, Any]], row: pd.Series) -> list[dict[str, Any]]:
-    """The per-epoch rows of one trial: test/val accuracy and the sample-selection scores if any."""
+    """The per-epoch rows of one trial: test/val accuracy, the sample-selection scores and the transition
+    estimate's error, if any."""
     out = []
     for h in history:
         sel = h.get("selection") or {}
         out.append({**{k: row[k] for k in CURVE_COLUMNS[:6]}, "epoch": h.get("epoch"),
                     "test_acc": h.get("test_acc"), "val_acc": h.get("val_acc"),
                     "precision": sel.get("precision"), "recall": sel.get("recall"),
-                    "selected_fraction": sel.get("selected_fraction")})
+                    "selected_fraction": sel.get("selected_fraction"), "transition_mae": h.get("transition_mae")})
     return out
 
 
