@@ -8,6 +8,8 @@
 - :mod:`.fastweights`: functional fast-weight steps (batched inner gradients, vmapped fast forwards)
 - :mod:`.cotrain`: two-network helpers (ensemble prediction)
 - :mod:`.heads`: an extra head beside the classifier on a backbone's pooled features (CAR, MOIT)
+- :mod:`.transition`: class-transition matrices: the anchor-point estimator, forward/backward corrected and
+  importance-reweighted losses, a method's own noisy hold-out split (Forward, Backward, T-Revision)
 - :mod:`.knn`, :mod:`.projection`, :mod:`.augment`: MOIT's kNN detection, projection head and memory, batched SimCLR-style views
 """
 from .clipping import clipped_step
