@@ -53,11 +53,15 @@ class MethodContext:
                  device: torch.device, seed: int, augmenter, amp_dtype: torch.dtype | None = None,
                  channels_last: bool = False, compile_models: bool = False, noise_rate_hint: float | None = None,
                  dist: Dist | None = None, flip_rate_hint: float | None = None,
-                 golden: TrainSet | None = None):
+                 golden: TrainSet | None = None, transition: torch.Tensor | None = None):
         self.train = train
         # The golden (trusted) set with its CLEAN labels, disjoint from ``train``: only for a method that
         # declares ``uses_clean_data`` (its size is the trial's ``golden_per_class``); None for every other.
         self.golden = golden
+        # The noise generator's intended class-transition matrix (C×C, row = clean class): only for a method
+        # whose hyperparameters ask for it (``Method.uses_true_transition``, the known-T variants, flagged in
+        # result.json and the tables); None for every other.
+        self.transition = transition
         # Data-parallel ranks (see lnlbench.distributed); a single process is rank 0 of 1.
         self.dist = dist if dist is not None else Dist()
         self.num_classes = int(num_classes)
@@ -219,6 +223,7 @@ class Method:
     # Golden images per class where neither the trial (golden_per_class) nor the recipe's protocol says
     golden_default: ClassVar[int | None] = None
     reconstructed: ClassVar[bool] = False  # implementation reconstructed without official code
+
     reconstruction: ClassVar[str] = ""  # from what and how far verified; every table's footnote says it
 
     @classmethod
@@ -250,6 +255,17 @@ class Method:
         set), which the harness scores like ``clean_probability`` (precision, recall) into the history's
         ``selection_sets``; e.g. TSSD's certain set beside its distilled one. Empty: none."""
         return {}
+
+    @classmethod
+    def uses_true_transition(cls, hp: Any) -> bool:
+        """Whether a trial with these hyperparameters trains on the noise generator's true transition
+        matrix (``ctx.transition``; Forward/Backward with ``transition: known``): an oracle, flagged."""
+        return False
+
+    def transition_estimate(self) -> torch.Tensor | None:
+        """The method's current estimate of the class-transition matrix (C×C, row = clean class, column =
+        noisy class, rows sum to 1), which the harness scores against the generator's matrix; None: none."""
+        return None
 
     def current_lr(self) -> float | None:
         opt = getattr(self, "optimizer", None)

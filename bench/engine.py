@@ -34,7 +34,7 @@ from .data import TrialData, intended_flip_rate, per_class, prepare
 from .distributed import Dist, modules_of
 from .errors import LnlError
 from .files import writable_dir
-from .metrics import score_selection
+from .metrics import score_selection, transition_error
 from .registry import noise_label
 from .results import (
     SCHEMA,
@@ -120,8 +120,17 @@ class Trial:
                                  device=dev, seed=cfg.seed, augmenter=self.augmenter,
                                  amp_dtype=amp_dtype(self.trial.amp, dev), channels_last=cl,
                                  compile_models=cfg.compile, noise_rate_hint=cfg.rate, dist=self.dist,
-                                 flip_rate_hint=flip, golden=golden)
+                                 flip_rate_hint=flip, golden=golden, transition=self.true_transition())
         self.method = self.trial.method_cls(self.trial.hparams, self.ctx)
+
+    def true_transition(self) -> torch.Tensor | None:
+        """The generator's matrix for a method that asks for it (a flagged oracle variant), else None."""
+        if not self.trial.method_cls.uses_true_transition(self.trial.hparams):
+            return None
+        if not self.data.score_noise:
+            raise LnlError(f"{self.cfg.method} as configured trains on the noise's true transition matrix, which "
+                           f"'{self.cfg.dataset}' (no clean training labels) lacks; use --hp transition=estimate")
+        return torch.as_tensor(self.data.transition, dtype=torch.float32, device=self.device)
 
     # -- checkpoints -------------------------------------------------------------------------------
     @property
@@ -205,6 +214,9 @@ class Trial:
         prob = self.method.clean_probability()
         if prob is not None and self.data.score_noise:
             rec["selection"] = score_selection(prob, self.data.is_noisy, self.method.selection_threshold)
+        estimate = self.method.transition_estimate() if self.data.score_noise else None
+        if estimate is not None:
+            rec["transition_mae"] = transition_error(estimate, self.data.transition)
         sets = self.method.selection_sets() if self.data.score_noise else {}
         if sets:
             rec["selection_sets"] = {name: score_selection(mask.float(), self.data.is_noisy)
@@ -344,10 +356,12 @@ def build_trial(config: TrialConfig | dict[str, Any], load: DatasetLoader | None
 
 
 def _method_flags(t: ResolvedTrial) -> dict[str, Any]:
-    """What the tables flag about the method of a trial: extra clean data, a reconstruction (and from what)."""
+    """What the tables flag about the method of a trial: extra clean data, the true transition matrix (an
+    oracle), a reconstruction (and from what)."""
     cls = t.method_cls
     rebuilt = bool(cls.recipe_reconstructed(t.preset, t.config.dataset))
-    return {"uses_clean_data": t.uses_clean_data, "reconstructed": rebuilt,
+    oracle = bool(cls.uses_true_transition(t.hparams))
+    return {"uses_clean_data": t.uses_clean_data, "uses_true_transition": oracle, "reconstructed": rebuilt,
             "reconstruction": cls.reconstruction if rebuilt else ""}
 
 

@@ -23,3 +23,13 @@ def score_selection(prob: torch.Tensor | np.ndarray, is_noisy: np.ndarray, thres
     auc = float(roc_auc_score(clean, p)) if 0 < n_clean < len(clean) and np.isfinite(p).all() else None
     return {"precision": tp / n_sel if n_sel else None, "recall": tp / n_clean if n_clean else None,
             "auc": auc, "selected_fraction": n_sel / len(p) if len(p) else None}
+
+
+def transition_error(estimate: torch.Tensor | np.ndarray, truth: np.ndarray) -> float:
+    """Mean absolute error over the C×C entries of a method's transition-matrix estimate against the noise
+    generator's intended matrix (rows = clean class); the harness holds ``truth``, the method the estimate."""
+    est = estimate.detach().double().cpu().numpy() if isinstance(estimate, torch.Tensor) else np.asarray(estimate, float)
+    truth = np.asarray(truth, dtype=np.float64)
+    if est.shape != truth.shape:
+        raise ValueError(f"transition_estimate has shape {est.shape}, expected {truth.shape}")
+    return float(np.abs(est - truth).mean())

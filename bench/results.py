@@ -86,7 +86,7 @@ class TrialResult:
     seed: int
     preset: str
     hparams: dict[str, Any]
-    method_flags: dict[str, bool]  # {uses_clean_data, reconstructed}
+    method_flags: dict[str, Any]  # {uses_clean_data, uses_true_transition, reconstructed, reconstruction}
     data: DataFields | None
     history: list[dict[str, Any]]
     best_acc: float | None
@@ -111,6 +111,9 @@ class TrialResult:
     # The golden (clean-labelled) set: {per_class, use ("context" | "add" | "withheld"), n}; None without
     # one. ``method_flags.uses_clean_data`` is true when the method trained on it ("context" or "add").
     golden: dict[str, Any] | None = None
+    # The mean absolute error of the method's transition-matrix estimate against the noise generator's
+    # matrix at the last epoch that scored one (history ``transition_mae``); None for other methods.
+    transition_mae: float | None = None
     schema: str = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,15 +121,16 @@ class TrialResult:
 
 
 def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """best/last/final/selected accuracy from the per-epoch history."""
+    """best/last/final/selected accuracy (and the last transition-estimate error) from the history."""
     if not history:
         return {"best_acc": None, "best_epoch": None, "last_acc": None, "final_acc": None,
-                "selected_acc": None, "selected_epoch": None, "epochs_done": 0}
+                "selected_acc": None, "selected_epoch": None, "epochs_done": 0, "transition_mae": None}
     acc = np.array([h["test_acc"] for h in history], dtype=float)
     best = int(np.argmax(acc))
     out = {"best_acc": float(acc[best]), "best_epoch": int(history[best]["epoch"]),
            "last_acc": float(acc[-LAST_K:].mean()), "final_acc": float(acc[-1]),
-           "selected_acc": None, "selected_epoch": None, "epochs_done": len(history)}
+           "selected_acc": None, "selected_epoch": None, "epochs_done": len(history),
+           "transition_mae": next((h["transition_mae"] for h in reversed(history) if "transition_mae" in h), None)}
     # Model selection: the dataset's clean validation set where it has one (Clothing1M), else the noisy
     # validation split held out of the training set; the first epoch of the best accuracy.
     val = [h.get("clean_val_acc") for h in history]

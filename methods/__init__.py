@@ -1,6 +1,7 @@
 """Methods: one file each, registered by import (``lnlbench list methods``)."""
 from . import (  # noqa: F401
     apl,
+    bootstrap,
     car,
     ce,
     coteaching,
@@ -9,6 +10,7 @@ from . import (  # noqa: F401
     dividemix,
     elr,
     elr_plus,
+    forward,
     gce,
     jocor,
     mixup,
@@ -20,6 +22,7 @@ from . import (  # noqa: F401
     sce,
     sop,
     sop_plus,
+    t_revision,
     tssd,
     unicon,
 )

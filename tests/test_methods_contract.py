@@ -29,6 +29,13 @@ def _hist(res):
     return res["history"]
 
 
+def _is_loss_correction(res: dict) -> bool:
+    """Forward/Backward: the CE stage without an estimate, then the corrected stage with one scored."""
+    first, rest = _hist(res)[0], _hist(res)[1:]
+    return (first["stage"] == "ce" and "transition_mae" not in first and first["holdout_ce"] > 0
+            and all(r["stage"] == "corrected" and 0 <= r["transition_mae"] < 1 for r in rest))
+
+
 # What a smoke run of a method with SMOKE overrides must show: its main phase was reached (and, before it,
 # the warm-up phase where the method has one). Keyed by registry name; every method with SMOKE needs one.
 MAIN_PHASE: dict[str, tuple[str, Callable[[dict], bool]]] = {
@@ -94,6 +101,14 @@ MAIN_PHASE: dict[str, tuple[str, Callable[[dict], bool]]] = {
                lambda res: "selection" not in _hist(res)[0] and "lx" not in _hist(res)[0]
                and all(r.get("selection") is not None and r["lx"] > 0 and r["lcon"] > 0
                        and 0 < r["labeled_fraction"] < 1 for r in _hist(res)[1:])),
+    "forward": ("CE in epoch 0 (held-out CE logged), then T estimated (transition_mae scored) and the corrected "
+                "network trained", lambda res: _is_loss_correction(res)),
+    "backward": ("as forward, with the backward-corrected loss", lambda res: _is_loss_correction(res)),
+    "t_revision": ("one epoch per stage: CE, then importance reweighting with the anchor estimate T̂ scored, then "
+                   "the revision of T̂ + ΔT (ΔT moved off zero, scored)",
+                   lambda res: [r["stage"] for r in _hist(res)] == ["estimate", "reweight", "revision"]
+                   and "transition_mae" not in _hist(res)[0]
+                   and all(0 <= r["transition_mae"] < 1 for r in _hist(res)[1:]) and _hist(res)[2]["slack_abs"] > 0),
     "elr_plus": ("the EMA decay at ema_alpha (its ramp done)",
                  lambda res: all(r["ema_decay"] == pytest.approx(res["hparams"]["ema_alpha"])
                                  for r in _hist(res))),

@@ -34,12 +34,13 @@ KEY = ["method", "dataset", "noise", "rate", "seed"]
 TRIAL_COLUMNS = [
     "trial_id", "status", "method", "dataset", "noise", "noise_name", "rate", "seed", "last_acc",
     "best_acc", "selected_acc", "final_acc", "best_epoch", "epochs_done", "epochs", "wall_time_s",
-    "device_hours", "device", "device_name", "model", "preset", "uses_clean_data", "reconstructed", "reconstruction",
+    "device_hours", "device", "device_name", "model", "preset", "uses_clean_data", "uses_true_transition",
+    "reconstructed", "reconstruction", "transition_mae",
     "realized_rate", "n_train", "git_commit", "finished_at", "base_method", "variant", "config", "command",
     "path", "amp", "recipe_status", "golden_per_class", "tuned",
 ]
 CURVE_COLUMNS = ["trial_id", "method", "dataset", "noise", "rate", "seed", "epoch", "test_acc", "val_acc",
-                 "precision", "recall", "selected_fraction"]
+                 "precision", "recall", "selected_fraction", "transition_mae"]
 
 
 @dataclass
@@ -174,6 +175,7 @@ def _row(res: dict[str, Any], path: Path) -> dict[str, Any]:
         "noise_name": noise.get("name"), "rate": float("nan") if rate is None else float(rate),
         "seed": int(res["seed"]), "epochs": hp.get("epochs"), "model": hp.get("model"),
         "uses_clean_data": bool(flags.get("uses_clean_data", False)),
+        "uses_true_transition": bool(flags.get("uses_true_transition", False)),
         "reconstructed": bool(flags.get("reconstructed", False)),
         "reconstruction": str(flags.get("reconstruction") or ""),
         "realized_rate": noise.get("realized_rate"), "n_train": data.get("n_train"),
@@ -286,14 +288,15 @@ def trial_command(config: dict[str, Any]) -> str:
 
 
 def _curves(history: list[dict[str, Any]], row: pd.Series) -> list[dict[str, Any]]:
-    """The per-epoch rows of one trial: test/val accuracy and the sample-selection scores if any."""
+    """The per-epoch rows of one trial: test/val accuracy, the sample-selection scores and the transition
+    estimate's error, if any."""
     out = []
     for h in history:
         sel = h.get("selection") or {}
         out.append({**{k: row[k] for k in CURVE_COLUMNS[:6]}, "epoch": h.get("epoch"),
                     "test_acc": h.get("test_acc"), "val_acc": h.get("val_acc"),
                     "precision": sel.get("precision"), "recall": sel.get("recall"),
-                    "selected_fraction": sel.get("selected_fraction")})
+                    "selected_fraction": sel.get("selected_fraction"), "transition_mae": h.get("transition_mae")})
     return out
 
 
@@ -395,7 +398,7 @@ def read_trials_csv(path: str | Path) -> list[dict[str, Any]]:
     frame["base_method"] = frame["base_method"].fillna(frame["method"])
     frame["method"], frame["variant"] = frame["base_method"], ""
     frame["status"] = frame["status"].fillna("ok")
-    for col in ("uses_clean_data", "reconstructed"):
+    for col in ("uses_clean_data", "uses_true_transition", "reconstructed"):
         frame[col] = frame[col].astype(str).str.lower() == "true"
     frame = frame.astype(object).where(frame.notna(), None)
     frame["rate"] = pd.to_numeric(frame["rate"], errors="coerce")

@@ -13,9 +13,10 @@ Choices, stated once here and repeated in every table's footnotes:
   The seeds a cell should have are the seeds seen anywhere in the run for that dataset; a cell with fewer
   shows ``(n=k)``.
 - **Ranking.** Per column the highest mean is **bold** (when at least two methods have a value) and the
-  second highest underlined (when at least three do). Methods that use extra clean data are listed below
-  the others and not ranked, unless every method of the column uses clean data (methods.md, TSSD); a
-  footnote says how many clean labels per class each used (result.json ``golden``).
+  second highest underlined (when at least three do). Methods that use extra clean data, or the noise
+  generator's true transition matrix (Forward/Backward's known-T oracle), are listed below the others and not
+  ranked, unless every method of the column does (methods.md, TSSD); a footnote says how many clean labels
+  per class each used (result.json ``golden``).
 - **Significance.** Each other ranked cell is compared with the best by Welch's t-test over its seeds
   (``scipy.stats.ttest_ind(equal_var=False)``); a cell whose difference from the best is *not* significant
   at α = 0.05 (two-sided) gets a dagger †. With fewer than 2 seeds on either side there is no test and no
@@ -216,11 +217,10 @@ def build_leaderboard(trials: pd.DataFrame, skipped: pd.DataFrame | None = None,
         if row.get("status") == "ok" and pd.notna(row[col_key]):
             vals.append(100.0 * float(row[col_key]))
     methods = sorted({m for m, _ in grouped})
-    flags = {m: {f: bool(g[f].any()) for f in ("uses_clean_data", "reconstructed")}
-             for m, g in trials.groupby("method")}
+    flags = {m: {f: bool(g[f].any()) for f in FLAG_MARKS if f in g} for m, g in trials.groupby("method")}
     notes = {m: "; ".join(sorted({str(v) for v in g["reconstruction"].dropna() if str(v)}))
              for m, g in trials.groupby("method")} if "reconstruction" in trials else {}
-    methods.sort(key=lambda m: (flags.get(m, {}).get("uses_clean_data", False), m))
+    methods.sort(key=lambda m: (is_oracle(flags.get(m, {})), m))
     columns = _sorted_columns({c for _, c in grouped})
     base = dict(zip(trials["method"], trials["base_method"])) if "base_method" in trials else {}
     board = Leaderboard(metric, alpha, methods, columns, {}, flags, base=base,
@@ -271,14 +271,22 @@ def _golden_sizes(trials: pd.DataFrame) -> dict[str, tuple[int, ...]]:
 def _ranked_cells(board: Leaderboard, col: Column) -> list[Cell]:
     """The cells that compete in a column: those of methods without extra clean data, if any have one."""
     present = [(m, board.cells[(m, col)]) for m in board.methods if (m, col) in board.cells]
-    fair = [c for m, c in present if not board.flags.get(m, {}).get("uses_clean_data", False)]
+    fair = [c for m, c in present if not is_oracle(board.flags.get(m, {}))]
     return fair if fair else [c for _, c in present]
 
 
 FLAG_MARKS = {
     "uses_clean_data": ("C", "uses extra clean (trusted) data; listed below the rule and not ranked"),
+    "uses_true_transition": ("T", "trains on the noise generator's true transition matrix (an oracle, e.g. "
+                                  "Forward/Backward with transition=known); listed below the rule and not ranked"),
     "reconstructed": ("R", "implementation reconstructed from the paper, not from official code"),
 }
+ORACLE_FLAGS = ("uses_clean_data", "uses_true_transition")  # knowledge a noisy-label method lacks
+
+
+def is_oracle(flags: dict[str, bool]) -> bool:
+    """A row trained on something beyond the noisy labels (clean data, the true transition matrix)."""
+    return any(flags.get(f, False) for f in ORACLE_FLAGS)
 
 
 def _display(cell: Cell | None) -> TCell:
@@ -343,7 +351,7 @@ def leaderboard_table(board: Leaderboard, title: str | None = None) -> Table:
     for m in board.methods:
         flags = board.flags.get(m, {})
         marks = [FLAG_MARKS[f][0] for f in FLAG_MARKS if flags.get(f)]
-        clean = flags.get("uses_clean_data", False)
+        clean = is_oracle(flags)
         rows.append(Row(method_name(m, board.base.get(m)), [_display(board.cell(m, c)) for c in board.columns],
                         marks,
                         rule_before=clean and not seen_clean and bool(rows)))

@@ -4,6 +4,7 @@ Layout of the folder::
 
     README.md                      the leaderboard (Markdown), the comparison, the figures, what was skipped
     leaderboard_<metric>.{md,tex,csv,html}   one set per metric the trials recorded (last, final, best, selected)
+    transition.{md,tex,csv,html}   the transition-matrix estimate's error, when some method recorded one
     compare_<metric>.{md,csv}      ours vs published, when some published number matches
     plots/*.png, plots/*.pdf       accuracy vs noise, per-epoch curves, selection, compute
     trials.csv                     one row per finished trial (the tidy frame), with its re-run command
@@ -20,6 +21,7 @@ from .frame import Runs
 from .leaderboard import METRICS, build_leaderboard, leaderboard_table
 from .plots import KINDS, make_plots
 from .published import compare, comparison_table, load_published
+from .transition import transition_frame, transition_table
 
 FORMATS = {"md": ".md", "latex": ".tex", "csv": ".csv", "html": ".html"}
 
@@ -38,6 +40,16 @@ def _write_boards(runs: Runs, out: Path, alpha: float) -> dict[str, str]:
             write_text(out / f"leaderboard_{metric}{suffix}", render(table, board.to_frame(), fmt))
         md[metric] = to_markdown(table)
     return md
+
+
+def _write_transition(runs: Runs, out: Path) -> str | None:
+    """transition.* when some trial scored a transition-matrix estimate; returns its Markdown."""
+    table = transition_table(runs.trials)
+    if table is None:
+        return None
+    for fmt, suffix in FORMATS.items():
+        write_text(out / f"transition{suffix}", render(table, transition_frame(runs.trials), fmt))
+    return to_markdown(table)
 
 
 def _write_comparisons(runs: Runs, out: Path, alpha: float, published_dir: str | None) -> dict[str, str]:
@@ -76,7 +88,7 @@ def _figures_md(plots: dict[str, list[Path]], out: Path) -> list[str]:
 
 
 def _readme(runs: Runs, boards: dict[str, str], comps: dict[str, str], plots: dict[str, list[Path]],
-            out: Path, metric: str, command: str, notes: str) -> str:
+            out: Path, metric: str, command: str, notes: str, transition: str | None = None) -> str:
     t = runs.trials
     origin = (f"Produced by `{command}` from {runs.files} result files ({len(t)} finished trials, "
               f"{len(runs.problems)} skipped); methods: {', '.join(sorted(t['method'].unique()))}; "
@@ -89,6 +101,8 @@ def _readme(runs: Runs, boards: dict[str, str], comps: dict[str, str], plots: di
     if others:
         lines += ["Other metrics: " + ", ".join(f"[{m}](leaderboard_{m}.md)" for m in others)
                   + ". Every table also exists as LaTeX (`.tex`, compiles standalone), CSV and HTML.", ""]
+    if transition:
+        lines += ["## Transition-matrix estimation", "", transition, ""]
     lines += ["## Ours vs published", ""]
     if "_error" in comps:
         lines += [f"(not compared: {comps['_error']})", ""]
@@ -116,6 +130,7 @@ def write_report(runs: Runs, out: str | Path, metric: str = "last", alpha: float
     out.mkdir(parents=True, exist_ok=True)
     boards = _write_boards(runs, out, alpha)
     comps = _write_comparisons(runs, out, alpha, published_dir)
+    transition = _write_transition(runs, out)
     plot_metric = metric if metric in boards else "last"
     plots = make_plots(runs, list(KINDS), out / "plots", plot_metric)
     runs.trials.to_csv(out / "trials.csv", index=False)
@@ -124,4 +139,5 @@ def write_report(runs: Runs, out: str | Path, metric: str = "last", alpha: float
         write_text(skipped, "\n".join(str(p) for p in runs.problems) + "\n")
     elif skipped.exists():
         skipped.unlink()
-    return write_text(out / "README.md", _readme(runs, boards, comps, plots, out, metric, command, notes))
+    return write_text(out / "README.md", _readme(runs, boards, comps, plots, out, metric, command, notes,
+                                                 transition))
