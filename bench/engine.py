@@ -47,6 +47,7 @@ from .results import (
     versions,
     write_json,
 )
+from .stream import StreamedImages, loader_workers
 from .types import DatasetLoader
 
 EpochHook = Callable[[int, dict[str, Any], Path], None]
@@ -99,20 +100,18 @@ class Trial:
         cl = dev.type == "cuda" if cfg.channels_last is None else cfg.channels_last
         aug = self.trial.augment  # off: the training transform is normalisation only
         self.augmenter = Augmenter.build(info.mean, info.std, info.crop_padding if aug else 0,
-                                         info.flip and aug, dev, cl)
+                                         info.flip and aug, dev, cl, crop=info.crop_size, random_crop=aug)
         to_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)
-        x_all = torch.from_numpy(info.x_train).permute(0, 3, 1, 2).contiguous()
-        train = TrainSet(x=x_all[data.train_idx].to(dev), y=to_dev(data.noisy))
+        images = self._images(info)
+        train = TrainSet(x=images(info.x_train, data.train_idx), y=to_dev(data.noisy))
         golden = None  # clean labels enter a context only for a method that declares a golden set
         if self.trial.golden_use == "context":
-            golden = TrainSet(x=x_all[data.golden_idx].to(dev), y=to_dev(data.golden_y))
-        self.x_val, self.y_val = x_all[data.val_idx].to(dev), to_dev(data.val_noisy)
-        self.x_test = torch.from_numpy(info.x_test).permute(0, 3, 1, 2).contiguous().to(dev)
-        self.y_test = to_dev(info.y_test)
+            golden = TrainSet(x=images(info.x_train, data.golden_idx), y=to_dev(data.golden_y))
+        self.x_val, self.y_val = images(info.x_train, data.val_idx), to_dev(data.val_noisy)
+        self.x_test, self.y_test = images(info.x_test), to_dev(info.y_test)
         self.x_cval = self.y_cval = None  # the dataset's own clean validation set (Clothing1M), if any
         if info.x_val is not None:
-            self.x_cval = torch.from_numpy(info.x_val).permute(0, 3, 1, 2).contiguous().to(dev)
-            self.y_cval = to_dev(info.y_val)
+            self.x_cval, self.y_cval = images(info.x_val), to_dev(info.y_val)
         torch.manual_seed(cfg.seed)  # model initialisation draws from the global generator
         # where the clean labels are unknown (Clothing1M) the transition says nothing: no flip-rate hint
         flip = intended_flip_rate(info.y_train, data.transition) if data.score_noise else None
@@ -122,6 +121,22 @@ class Trial:
                                  compile_models=cfg.compile, noise_rate_hint=cfg.rate, dist=self.dist,
                                  flip_rate_hint=flip, golden=golden)
         self.method = self.trial.method_cls(self.trial.hparams, self.ctx)
+
+    def _images(self, info: Any) -> Callable[..., torch.Tensor | StreamedImages]:
+        """``images(x, idx=None)``: a set's uint8 (N, C, H, W) images on the device, or streamed to it
+        (file-backed datasets, ``stream: true``); one stream per image array, shared by its subsets."""
+        self.streamed = info.file_backed or bool(self.cfg.stream)
+        dev, streams = self.device, {}
+        workers = loader_workers(self.cfg.loader_workers)
+
+        def images(x: Any, idx: np.ndarray | None = None) -> torch.Tensor | StreamedImages:
+            if not self.streamed:
+                t = torch.from_numpy(x if idx is None else x[idx])
+                return t.permute(0, 3, 1, 2).contiguous().to(dev)
+            if id(x) not in streams:
+                streams[id(x)] = StreamedImages.of(x, dev, workers)
+            return streams[id(x)] if idx is None else streams[id(x)].take(idx)
+        return images
 
     # -- checkpoints -------------------------------------------------------------------------------
     @property
@@ -184,9 +199,12 @@ class Trial:
             return None
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         bs = self.cfg.eval_batch_size or (1024 if self.device.type == "cuda" else 128)
-        for s in range(0, len(y), bs):
+        if isinstance(x, StreamedImages):
+            bs = self.cfg.eval_batch_size or (256 if self.device.type == "cuda" else 128)  # decoded per batch
+        parts = x.sequential(bs) if isinstance(x, StreamedImages) else (x[s:s + bs] for s in range(0, len(y), bs))
+        for s, xb in zip(range(0, len(y), bs), parts):
             with self.ctx.autocast():
-                logits = self.method.predict(self.augmenter.normalize(x[s:s + bs]))
+                logits = self.method.predict(self.augmenter.normalize(xb))
             correct += (logits.argmax(1) == y[s:s + bs]).sum()
         return correct.item() / len(y)
 

@@ -1,0 +1,226 @@
+"""The streaming data path: images decoded batch by batch by DataLoader workers, for data that does not fit
+on the device (Clothing1M in full, mini-WebVision) or that a trial asks to stream (``stream: true``).
+
+A :class:`StreamedImages` stands where the on-device uint8 (N, C, H, W) tensor stands (``ctx.train.x``,
+``ctx.golden.x``, the engine's evaluation sets), so a method written for the on-device path runs unchanged:
+indexing it with an index tensor, an array or a slice gives that uint8 batch on the device, row i being
+sample ``idx[i]`` (per-sample state such as DivideMix's losses or ELR's targets indexes as before), and the
+trial's device transform (crop + flip + normalise, or the central crop) does the rest. A batch arrives in
+one of two ways:
+
+- planned: :meth:`MethodContext.batches` knows the epoch's order before its first step, so it hands the
+  batches to a torch ``DataLoader`` (persistent worker processes, pinned memory, ``prefetch_factor`` batches
+  ahead per worker); the batch it yields has been decoded by the time the method indexes with it;
+- on demand: any other index (DivideMix's balanced subsets, a per-sample loss pass over slices) is decoded
+  by a pool of threads (PIL releases the GIL while it decodes and resizes), the request split over them,
+  and the next slice of a sequential pass read ahead.
+
+Decoding follows the official loaders (PIL ``Image.open(...).convert("RGB")``, torchvision ``Resize`` on
+the PIL image): see :class:`lnlbench.types.ImageFiles` for the canvas and ``DatasetInfo.crop_size`` for
+the crop the device takes from it. A host array (``stream: true`` on CIFAR) streams the same way, without
+the decode: rows gathered by the workers, pinned, moved per batch.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .errors import LnlError
+from .types import ImageFiles
+
+
+def decode_file(path: str, size: int) -> np.ndarray:
+    """One image as an (size, size, 3) uint8 canvas: RGB, short side resized to ``size``, central square."""
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms import functional as tf
+
+    try:
+        with Image.open(path) as im:
+            img = im.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise LnlError(f"cannot decode image {path}: {exc}; replace or remove the file") from None
+    return np.asarray(tf.center_crop(tf.resize(img, size), [size, size]))
+
+
+class ImageSource(Dataset):
+    """Rows of a set, decoded: item = an array of rows → their uint8 (B, C, H, W) batch on the host."""
+
+    def __init__(self, images: ImageFiles | np.ndarray):
+        self.files = images if isinstance(images, ImageFiles) else None
+        self.array = None if self.files is not None else np.asarray(images)
+        n, h, w, c = images.shape if self.array is None or self.array.ndim == 4 else (*self.array.shape, 1)
+        self.shape = (n, c, h, w)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: np.ndarray) -> torch.Tensor:
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.array is not None:
+            a = self.array[rows]
+            a = a[..., None] if a.ndim == 3 else a
+            return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+        if len(rows) == 0:
+            return torch.empty((0, *self.shape[1:]), dtype=torch.uint8)
+        size = self.files.size
+        out = np.stack([decode_file(str(self.files.paths[r]), size) for r in rows])
+        return torch.from_numpy(out.transpose(0, 3, 1, 2).copy())
+
+
+class _Plan(Sampler):
+    """The batches (arrays of source rows) of the current planned pass; the DataLoader reads it per pass."""
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class Stream:
+    """One source's decoders: the DataLoader of planned passes and the threads of on-demand requests."""
+
+    def __init__(self, source: ImageSource, device: torch.device, workers: int):
+        self.source, self.device, self.workers = source, device, max(1, int(workers))
+        self.pin = device.type == "cuda"
+        self.plan = _Plan()
+        self.busy = False  # a planned pass is running (a nested one is served on demand)
+        self._loader: DataLoader | None = None
+        self._threads: ThreadPoolExecutor | None = None
+
+    def loader(self) -> DataLoader:
+        if self._loader is None:
+            self._loader = DataLoader(self.source, batch_size=None, sampler=self.plan, num_workers=self.workers,
+                                      pin_memory=self.pin, persistent_workers=True, prefetch_factor=2)
+        return self._loader
+
+    def submit(self, rows: np.ndarray) -> Future:
+        """Decode ``rows`` on the threads (split over them); a future of the pinned host batch."""
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="lnlbench-decode")
+        parts = np.array_split(rows, max(1, min(self.workers, len(rows))))
+        futures = [self._threads.submit(self.source.__getitem__, p) for p in parts]
+        return self._threads.submit(self._join, futures)
+
+    def _join(self, futures: list[Future]) -> torch.Tensor:
+        out = torch.cat([f.result() for f in futures])
+        return out.pin_memory() if self.pin else out
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=self.pin)
+
+    def close(self) -> None:
+        """Stop the workers and threads (also done at garbage collection)."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
+        self._loader = None
+
+
+def _rows_of(key: Any, n: int) -> np.ndarray:
+    if isinstance(key, torch.Tensor):
+        key = key.detach().cpu().numpy()
+    if isinstance(key, slice):
+        return np.arange(n, dtype=np.int64)[key]
+    rows = np.asarray(key)
+    if rows.dtype == np.bool_:
+        return np.flatnonzero(rows)
+    return rows.astype(np.int64, copy=False).reshape(-1) if rows.ndim else rows.astype(np.int64).reshape(1)
+
+
+class StreamedImages:
+    """The uint8 (N, C, H, W) images of a set, decoded when indexed (see the module docstring)."""
+
+    def __init__(self, stream: Stream, rows: np.ndarray | None = None):
+        self.stream = stream
+        self.rows = np.arange(len(stream.source), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+        self._ready: tuple[torch.Tensor, torch.Tensor] | None = None  # the planned batch in hand: (idx, x)
+        self._ahead: tuple[tuple[int, int], Future] | None = None  # the next slice, read ahead
+
+    @classmethod
+    def of(cls, images: ImageFiles | np.ndarray, device: torch.device, workers: int) -> StreamedImages:
+        return cls(Stream(ImageSource(images), device, workers))
+
+    # -- what a tensor answers ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.rows), *self.stream.source.shape[1:]))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.uint8
+
+    @property
+    def device(self) -> torch.device:
+        return self.stream.device
+
+    def take(self, idx: Any) -> StreamedImages:
+        """The subset ``idx`` (positions in this set), still streamed."""
+        return StreamedImages(self.stream, self.rows[_rows_of(idx, len(self))])
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        ready = self._ready
+        if ready is not None and key is ready[0]:
+            return ready[1]
+        pos = _rows_of(key, len(self))
+        span = (key.start or 0, key.stop) if isinstance(key, slice) and key.step in (None, 1) else None
+        ahead, self._ahead = self._ahead, None
+        host = (ahead[1] if ahead is not None and span is not None and ahead[0] == span
+                else self.stream.submit(self.rows[pos])).result()
+        if span is not None and len(pos) and pos[-1] + 1 < len(self):  # a sequential pass: the next slice
+            nxt = (int(pos[-1]) + 1, int(min(len(self), pos[-1] + 1 + len(pos))))
+            self._ahead = (nxt, self.stream.submit(self.rows[nxt[0]:nxt[1]]))
+        return self.stream.to_device(host)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """``torch.cat`` of streamed sets of one source is a streamed set (TSSD joins train and golden)."""
+        parts = args[0] if args else (kwargs or {}).get("tensors", ())
+        if func is torch.cat and parts and all(isinstance(p, StreamedImages) for p in parts) \
+                and len({id(p.stream) for p in parts}) == 1 and not (kwargs or {}).get("dim", 0):
+            return StreamedImages(parts[0].stream, np.concatenate([p.rows for p in parts]))
+        raise LnlError(f"{getattr(func, '__name__', func)} is not available on streamed images; index them "
+                       "first (x[idx]) to get a device batch")
+
+    # -- passes ------------------------------------------------------------------------------------
+    def planned(self, batches: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Yield ``batches`` (index tensors over this set) while the DataLoader decodes them ahead; a batch
+        indexed as yielded is served from the workers. A pass nested in another is served on demand."""
+        stream = self.stream
+        if stream.busy or not batches:
+            yield from batches
+            return
+        flat = torch.cat([b.reshape(-1) for b in batches]).cpu().numpy()  # one host sync for the pass
+        cuts = np.cumsum([b.numel() for b in batches])[:-1]
+        stream.plan.batches = [self.rows[p] for p in np.split(flat, cuts)]
+        stream.busy = True
+        try:
+            for b, host in zip(batches, stream.loader()):
+                self._ready = (b, stream.to_device(host))
+                yield b
+        finally:
+            self._ready = None
+            stream.busy = False
+
+    def sequential(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """The whole set in order, as device batches (the engine's evaluation passes)."""
+        idx = [torch.arange(s, min(s + batch_size, len(self))) for s in range(0, len(self), batch_size)]
+        for b in self.planned(idx):
+            yield self[b]
+
+
+def loader_workers(requested: int | None) -> int:
+    """DataLoader workers of a trial: ``requested``, else the trial's CPUs (torch's thread count, which the
+    Ray worker sets to ``cpus_per_worker``)."""
+    return int(requested) if requested else max(1, torch.get_num_threads())
