@@ -120,16 +120,21 @@ class MethodContext:
         return self._augmenter.normalize(x)
 
     def batches(self, batch_size: int, shuffle: bool = True, drop_last: bool = False,
-                n: int | None = None) -> Iterator[torch.Tensor]:
-        """Index tensors (on the device) over the train set, or over ``range(n)``, in random order.
+                n: int | None = None, over: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+        """Index tensors (on the device) over the train set, over ``range(n)``, or over the train-set
+        indices ``over`` (a subset: its batches are ``over[b]``), in random order.
 
         ``batch_size`` is the global batch: with several data-parallel ranks each rank gets its equal slice
         of every global batch (the same permutation on every rank), and a final partial batch is cut to a
         multiple of the world size so every rank takes the same number of steps. Over a streamed train set
         the DataLoader decodes the yielded batches ahead (``x[idx]`` of a yielded ``idx`` is ready).
         """
+        if over is not None:
+            n = len(over)
         batches = self._batches(batch_size, shuffle, drop_last, n)
-        if n is None and isinstance(self.train.x, StreamedImages):
+        if over is not None:
+            batches = (over[b] for b in batches)
+        if (n in (None, len(self.train)) or over is not None) and isinstance(self.train.x, StreamedImages):
             return self.train.x.planned(list(batches))
         return batches
 

@@ -8,12 +8,14 @@ sample ``idx[i]`` (per-sample state such as DivideMix's losses or ELR's targets 
 trial's device transform (crop + flip + normalise, or the central crop) does the rest. A batch arrives in
 one of two ways:
 
-- planned: :meth:`MethodContext.batches` knows the epoch's order before its first step, so it hands the
-  batches to a torch ``DataLoader`` (persistent worker processes, pinned memory, ``prefetch_factor`` batches
-  ahead per worker); the batch it yields has been decoded by the time the method indexes with it;
-- on demand: any other index (DivideMix's balanced subsets, a per-sample loss pass over slices) is decoded
-  by a pool of threads (PIL releases the GIL while it decodes and resizes), the request split over them,
-  and the next slice of a sequential pass read ahead.
+- planned: :meth:`MethodContext.batches` knows a pass's order before its first step, so it hands the
+  batches to a torch ``DataLoader`` of its own (worker processes, pinned memory, ``prefetch_factor`` batches
+  ahead per worker); the batch it yields has been decoded by the time the method indexes with it. Several
+  passes may run at once (DivideMix's labeled and unlabeled batches): a request made of samples of the
+  batches in hand (``x[torch.cat([xi, xi, ui, ui])]``) is gathered from them on the device;
+- on demand: any other index (a per-sample loss pass over slices, a subset's pass) is decoded by a pool of
+  threads (PIL releases the GIL while it decodes and resizes), the request split over them, and the next
+  slice of a sequential pass read ahead.
 
 Decoding follows the official loaders (PIL ``Image.open(...).convert("RGB")``, torchvision ``Resize`` on
 the PIL image): see :class:`lnlbench.types.ImageFiles` for the canvas and ``DatasetInfo.crop_size`` for
@@ -73,10 +75,10 @@ class ImageSource(Dataset):
 
 
 class _Plan(Sampler):
-    """The batches (arrays of source rows) of the current planned pass; the DataLoader reads it per pass."""
+    """The batches (arrays of source rows) of one planned pass, in order."""
 
-    def __init__(self) -> None:
-        self.batches: list[np.ndarray] = []
+    def __init__(self, batches: list[np.ndarray]) -> None:
+        self.batches = batches
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter(self.batches)
@@ -86,21 +88,20 @@ class _Plan(Sampler):
 
 
 class Stream:
-    """One source's decoders: the DataLoader of planned passes and the threads of on-demand requests."""
+    """One source's decoders: a DataLoader per planned pass, and the threads of on-demand requests."""
 
     def __init__(self, source: ImageSource, device: torch.device, workers: int):
         self.source, self.device, self.workers = source, device, max(1, int(workers))
         self.pin = device.type == "cuda"
-        self.plan = _Plan()
-        self.busy = False  # a planned pass is running (a nested one is served on demand)
-        self._loader: DataLoader | None = None
         self._threads: ThreadPoolExecutor | None = None
+        # per running planned pass, its batch in hand: (idx as yielded, the decoded batch, its source rows);
+        # shared by every view of the source, so a subset or a concatenation finds them too
+        self.ready: dict[int, tuple[torch.Tensor, torch.Tensor, np.ndarray]] = {}
 
-    def loader(self) -> DataLoader:
-        if self._loader is None:
-            self._loader = DataLoader(self.source, batch_size=None, sampler=self.plan, num_workers=self.workers,
-                                      pin_memory=self.pin, persistent_workers=True, prefetch_factor=2)
-        return self._loader
+    def loader(self, batches: list[np.ndarray]) -> DataLoader:
+        """The pass's DataLoader: each item one batch of rows, decoded in a worker, pinned."""
+        return DataLoader(self.source, batch_size=None, sampler=_Plan(batches), num_workers=self.workers,
+                          pin_memory=self.pin, prefetch_factor=2)
 
     def submit(self, rows: np.ndarray) -> Future:
         """Decode ``rows`` on the threads (split over them); a future of the pinned host batch."""
@@ -118,11 +119,10 @@ class Stream:
         return x.to(self.device, non_blocking=self.pin)
 
     def close(self) -> None:
-        """Stop the workers and threads (also done at garbage collection)."""
+        """Stop the decoding threads (also done at garbage collection)."""
         if self._threads is not None:
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._threads = None
-        self._loader = None
 
 
 def _rows_of(key: Any, n: int) -> np.ndarray:
@@ -142,7 +142,6 @@ class StreamedImages:
     def __init__(self, stream: Stream, rows: np.ndarray | None = None):
         self.stream = stream
         self.rows = np.arange(len(stream.source), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
-        self._ready: tuple[torch.Tensor, torch.Tensor] | None = None  # the planned batch in hand: (idx, x)
         self._ahead: tuple[tuple[int, int], Future] | None = None  # the next slice, read ahead
 
     @classmethod
@@ -170,10 +169,13 @@ class StreamedImages:
         return StreamedImages(self.stream, self.rows[_rows_of(idx, len(self))])
 
     def __getitem__(self, key: Any) -> torch.Tensor:
-        ready = self._ready
-        if ready is not None and key is ready[0]:
-            return ready[1]
+        ready = self.stream.ready
+        for idx, x, _ in ready.values():
+            if key is idx:
+                return x
         pos = _rows_of(key, len(self))
+        if ready:
+            return self._from_ready(self.rows[pos])
         span = (key.start or 0, key.stop) if isinstance(key, slice) and key.step in (None, 1) else None
         ahead, self._ahead = self._ahead, None
         host = (ahead[1] if ahead is not None and span is not None and ahead[0] == span
@@ -182,6 +184,22 @@ class StreamedImages:
             nxt = (int(pos[-1]) + 1, int(min(len(self), pos[-1] + 1 + len(pos))))
             self._ahead = (nxt, self.stream.submit(self.rows[nxt[0]:nxt[1]]))
         return self.stream.to_device(host)
+
+    def _from_ready(self, rows: np.ndarray) -> torch.Tensor:
+        """Source ``rows``: those in the batches in hand gathered on the device, the others decoded now."""
+        parts = list(self.stream.ready.values())
+        held = np.concatenate([r for _, _, r in parts])
+        order = np.argsort(held, kind="stable")
+        at = order[np.minimum(np.searchsorted(held[order], rows), len(held) - 1)]
+        found = held[at] == rows
+        x = torch.cat([x for _, x, _ in parts])
+        if found.all():
+            return x[torch.from_numpy(at).to(x.device)]
+        out = torch.empty((len(rows), *x.shape[1:]), dtype=x.dtype, device=x.device)
+        out[torch.from_numpy(np.flatnonzero(found)).to(x.device)] = x[torch.from_numpy(at[found]).to(x.device)]
+        miss = np.flatnonzero(~found)
+        out[torch.from_numpy(miss).to(x.device)] = self.stream.to_device(self.stream.submit(rows[miss]).result())
+        return out
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -195,23 +213,22 @@ class StreamedImages:
 
     # -- passes ------------------------------------------------------------------------------------
     def planned(self, batches: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
-        """Yield ``batches`` (index tensors over this set) while the DataLoader decodes them ahead; a batch
-        indexed as yielded is served from the workers. A pass nested in another is served on demand."""
-        stream = self.stream
-        if stream.busy or not batches:
-            yield from batches
+        """Yield ``batches`` (index tensors over this set) while a DataLoader decodes them ahead; a batch
+        indexed as yielded (or samples of the batches in hand) is served from the workers."""
+        if not batches:
             return
         flat = torch.cat([b.reshape(-1) for b in batches]).cpu().numpy()  # one host sync for the pass
-        cuts = np.cumsum([b.numel() for b in batches])[:-1]
-        stream.plan.batches = [self.rows[p] for p in np.split(flat, cuts)]
-        stream.busy = True
+        if flat.size and (flat.min() < 0 or flat.max() >= len(self)):  # not positions in this set: unplanned
+            yield from batches
+            return
+        rows = np.split(self.rows[flat], np.cumsum([b.numel() for b in batches])[:-1])
+        key, ready = object(), self.stream.ready
         try:
-            for b, host in zip(batches, stream.loader()):
-                self._ready = (b, stream.to_device(host))
+            for b, r, host in zip(batches, rows, self.stream.loader(rows)):
+                ready[id(key)] = (b, self.stream.to_device(host), r)
                 yield b
         finally:
-            self._ready = None
-            stream.busy = False
+            ready.pop(id(key), None)
 
     def sequential(self, batch_size: int) -> Iterator[torch.Tensor]:
         """The whole set in order, as device batches (the engine's evaluation passes)."""

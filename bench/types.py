@@ -40,7 +40,7 @@ class DataSpec:
     stream: bool | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImageFiles:
     """A file-backed image set: one path per image, decoded when a batch needs it (never held whole).
 
@@ -60,6 +60,12 @@ class ImageFiles:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ImageFiles) and self.size == other.size
+                and np.array_equal(self.paths, other.paths))
+
+    __hash__ = None  # mutable-looking contents: not a dict key
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

@@ -28,8 +28,9 @@ Recipes (``PRESETS``), SGD momentum 0.9, mixup α 1, EMA α 0.997 ramped over 40
 - ``paper`` Clothing1M (``config_clothing1m.json``): ImageNet-pretrained ResNet-50 ×2, lr 0.002, weight
   decay 1e-3, batch 64, 15 epochs, lr ×0.1 at 7, β 0.7, λ 3, EMA α 0.999 with ``ema_update`` false; the
   official loader trains on a fixed class-balanced subset of 3000 × 64 images, here the protocol's
-  ``subset`` = 13,714 per class (192,000 / 14) from a pool of at least 192,000 (``train_pool``): under the
-  loader's default 64,000-image pool the trial stops with an error naming ``--data-opt max_train``.
+  ``subset`` = 13,714 per class (192,000 / 14) drawn once (``subset_seed``) from the full set (streamed) or
+  a pool of at least 192,000 (``train_pool``): under a smaller ``--data-opt max_train`` pool the trial stops
+  with an error naming it.
   Published: CIFAR-10 S50 94.8, S80 93.3, A40 93.0; CIFAR-100 S50 73.6 [paper, not verified]; Clothing1M
   74.81 [README].
 - ``mini`` (CPU scale): CE's ``mini`` optimiser and schedule (digits: MLP, SGD lr 0.05 constant, 100

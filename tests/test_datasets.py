@@ -24,6 +24,8 @@ from lnlbench.datasets.cifar import CIFAR10_CLASSES
 from lnlbench.datasets.clothing1m import CLOTHING1M_CLASSES, capped_balanced_pool
 from lnlbench.errors import LnlError
 from lnlbench.registry import DATASETS
+from lnlbench.stream import decode_file
+from lnlbench.types import ImageFiles
 
 SHARED_DATA = Path("/work/shared/data")
 
@@ -131,7 +133,8 @@ def _spec(name: str, write: Callable[[Path], object], trust: bool = False) -> Ca
 
 def _spec_clothing(tmp: Path, mp: pytest.MonkeyPatch) -> DataSpec:
     write_clothing1m(tmp)
-    return DataSpec("clothing1m", root=tmp, options={"image_size": 16, "max_train": "all"})
+    # every image of the fixture, decoded (the full, streamed mode: tests/test_clothing1m_full.py)
+    return DataSpec("clothing1m", root=tmp, options={"image_size": 16, "max_train": 28})
 
 
 # One entry per registered dataset: a new loader must bring the small files it reads.
@@ -152,11 +155,16 @@ def _spec_for(name: str, tmp: Path, mp: pytest.MonkeyPatch) -> DataSpec:
 # --- The contract ----------------------------------------------------------------------------------------
 
 def check_invariants(info: DatasetInfo) -> None:
-    """What the engine and the noise generators rely on, for any dataset."""
-    assert info.x_train.dtype == info.x_test.dtype == np.uint8 and info.x_train.ndim == 4 and len(info.x_train)
-    assert info.x_test.shape[1:] == info.x_train.shape[1:]
+    """What the engine and the noise generators rely on, for any dataset (arrays or image files)."""
+    assert info.x_test.shape[1:] == info.x_train.shape[1:] and len(info.x_train)
     _, h, w, c = info.x_train.shape
-    assert info.image_shape == (c, h, w)
+    if info.file_backed:  # decoded to (size, size) canvases, the crop taken on the device
+        assert isinstance(info.x_test, ImageFiles) and info.crop_size and info.crop_size <= h == w
+        assert info.image_shape == (c, info.crop_size, info.crop_size) and info.crop_padding == 0
+        assert decode_file(str(info.x_train.paths[0]), h).shape == (h, w, c)
+    else:
+        assert info.x_train.dtype == info.x_test.dtype == np.uint8 and info.x_train.ndim == 4
+        assert info.image_shape == (c, h, w)
     assert info.num_classes == len(info.classes) > 1 and all(isinstance(s, str) for s in info.classes)
     for y, x in ((info.y_train, info.x_train), (info.y_test, info.x_test)):
         assert y.dtype == np.int64 and y.shape == (len(x),) and 0 <= y.min() and y.max() < info.num_classes
@@ -373,7 +381,7 @@ def test_clothing1m_noisy_labels_and_cap(prefix: str, tmp_path: Path, monkeypatc
 
 def test_clothing1m_clean_validation_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wrote = write_clothing1m(tmp_path, val=True)
-    spec = DataSpec("clothing1m", root=tmp_path, options={"image_size": 14})
+    spec = DataSpec("clothing1m", root=tmp_path, options={"image_size": 14, "max_train": 28})  # decoded
     info = DATASETS.get("clothing1m")(spec)
     assert info.x_val.shape == (3, 14, 14, 3)
     np.testing.assert_array_equal(info.y_val, wrote["y_val"])
@@ -405,12 +413,12 @@ def test_clothing1m_old_environment_variables_are_an_error(tmp_path: Path, monke
 def test_clothing1m_options_enter_the_trial_id() -> None:
     cfg = dict(method="dividemix", dataset="clothing1m", noise="given")
     base = resolve(TrialConfig(**cfg))
-    assert base.data_options == {"image_size": 224, "max_train": 64000}
+    assert base.data_options == {"image_size": 224, "max_train": "all"}  # in full, streamed
     small = resolve(TrialConfig(**cfg, data_options={"image_size": 112}))
     more = resolve(TrialConfig(**cfg, data_options={"max_train": 128000}))
     assert len({base.trial_id, small.trial_id, more.trial_id}) == 3
     assert resolve(TrialConfig(**cfg, data_options={"image_size": 224})).trial_id == base.trial_id
-    assert resolve(TrialConfig(**cfg, data_options={"max_train": 0})).data_options["max_train"] == "all"
+    assert resolve(TrialConfig(**cfg, data_options={"max_train": 0})).trial_id == base.trial_id  # 0: all
     with pytest.raises(LnlError, match="takes no data options"):
         resolve(TrialConfig(method="ce", dataset="digits", rate=0.2, data_options={"image_size": 8}))
 

@@ -228,6 +228,23 @@ def test_resnet50_pretrained_loads_the_cached_file(monkeypatch, tmp_path):
         MODELS.get("resnet50")(14, pretrained=True)
 
 
+def test_resnet50_pretrained_from_a_path(monkeypatch, tmp_path):
+    """weights=PATH loads that file instead of the cache; a missing one names both places, in one line."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.manual_seed(2)
+    imagenet = MODELS.get("resnet50")(1000).backbone
+    file = tmp_path / "mine.pth"
+    torch.save(imagenet.state_dict(), file)
+    model = MODELS.get("resnet50")(14, pretrained=True, weights=str(file))
+    torch.testing.assert_close(model.backbone.conv1.weight, imagenet.conv1.weight, rtol=0, atol=0)
+    with pytest.raises(LnlError) as err:
+        MODELS.get("resnet50")(14, pretrained=True, weights=str(tmp_path / "absent.pth"))
+    msg = str(err.value)
+    assert "\n" not in msg and "absent.pth" in msg and str(tmp_path / "torch") in msg and "weights: PATH" in msg
+    with pytest.raises(LnlError, match="pretrained=True"):
+        MODELS.get("resnet50")(14, weights=str(file))
+
+
 @pytest.mark.parametrize("name, kwargs", [
     ("preact_resnet18", {"image_size": 4}),
     ("preact_resnet18", {"width": 0}),

@@ -74,7 +74,8 @@ def test_streamed_images_keep_indices_on_every_path(files_info):
         assert torch.equal(x[s:s + 16], torch.from_numpy(want[s:s + 16]))
     batches = list(torch.randperm(40).split(9))
     for b in x.planned(batches):
-        assert x._ready is not None and x[b] is x._ready[1]  # served by the DataLoader, decoded ahead
+        (held,) = x.stream.ready.values()
+        assert x[b] is held[1]  # served by the DataLoader, decoded ahead
         assert torch.equal(x[b], torch.from_numpy(want[b.numpy()]))
     sub = x.take(torch.tensor([4, 0]))
     both = torch.cat([sub, x.take([1])])
