@@ -112,6 +112,7 @@ class Trial:
         self.x_cval = self.y_cval = None  # the dataset's own clean validation set (Clothing1M), if any
         if info.x_val is not None:
             self.x_cval, self.y_cval = images(info.x_val), to_dev(info.y_val)
+        self.extra_tests = {name: (images(x), to_dev(y)) for name, (x, y) in info.extra_tests.items()}
         torch.manual_seed(cfg.seed)  # model initialisation draws from the global generator
         # where the clean labels are unknown (Clothing1M) the transition says nothing: no flip-rate hint
         flip = intended_flip_rate(info.y_train, data.transition) if data.score_noise else None
@@ -220,6 +221,8 @@ class Trial:
             rec["val_acc"] = self.accuracy(self.x_val, self.y_val)
         if self.y_cval is not None:
             rec["clean_val_acc"] = self.accuracy(self.x_cval, self.y_cval)
+        for name, (x, y) in self.extra_tests.items():  # mini-WebVision's ImageNet validation: imagenet_acc
+            rec[f"{name}_acc"] = self.accuracy(x, y)
         prob = self.method.clean_probability()
         if prob is not None and self.data.score_noise:
             rec["selection"] = score_selection(prob, self.data.is_noisy, self.method.selection_threshold)

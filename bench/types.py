@@ -135,6 +135,9 @@ class DatasetInfo:
     # transform takes a random crop of this side (no padding), the test transform the central one. None:
     # models see the stored size (crop_padding applies).
     crop_size: int | None = None
+    # Further clean test sets, name → (images, labels) (mini-WebVision's ImageNet validation images of its
+    # classes): the harness reports ``<name>_acc`` per epoch beside ``test_acc``; methods never see them.
+    extra_tests: dict[str, tuple[Any, np.ndarray]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.y_train = np.asarray(self.y_train, dtype=np.int64)

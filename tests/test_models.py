@@ -5,6 +5,8 @@ fails ``test_every_model_has_a_fixture`` and every contract test, so a new model
 """
 from __future__ import annotations
 
+import copy
+
 import os
 
 import pytest
@@ -25,8 +27,10 @@ FIXTURES: dict[str, tuple[dict, tuple[int, int, int, int]]] = {
     "cnn_small": ({}, (3, 3, 32, 32)),
     "cnn9": ({}, (2, 3, 32, 32)),
     "sce_cnn": ({}, (2, 3, 32, 32)),
+    "inception_resnet_v2": ({}, (2, 3, 75, 75)),  # its smallest input (mini-WebVision trains on 227)
 }
 ALL_MODELS = MODELS.names()
+_BUILT: dict[tuple[str, int], nn.Module] = {}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -42,8 +46,10 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
     assert name in FIXTURES, f"model '{name}' has no fixture in tests/test_models.py FIXTURES: add one"
     kwargs, shape = FIXTURES[name]
     kwargs = {"in_channels": shape[1], "image_size": shape[2], **kwargs}
-    torch.manual_seed(seed)
-    model = MODELS.get(name)(NUM_CLASSES, **kwargs)
+    if (name, seed) not in _BUILT:  # the large nets take seconds to build: once per module, copies after
+        torch.manual_seed(seed)
+        _BUILT[name, seed] = MODELS.get(name)(NUM_CLASSES, **kwargs)
+    model = copy.deepcopy(_BUILT[name, seed])
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 1))
     return model, x
 
