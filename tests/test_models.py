@@ -6,7 +6,6 @@ fails ``test_every_model_has_a_fixture`` and every contract test, so a new model
 from __future__ import annotations
 
 import copy
-
 import os
 
 import pytest
