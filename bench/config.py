@@ -141,6 +141,8 @@ def parse_noise(spec: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]
 def _check_ranges(c: TrialConfig) -> None:
     if c.rate is not None and not (0.0 <= float(c.rate) < 1.0):
         raise LnlError(f"noise rate must be in [0, 1), got {c.rate}")
+    if c.stream not in (None, True, False):
+        raise LnlError(f"stream must be true, false or omitted (the dataset's choice), got {c.stream!r}")
     if c.loader_workers is not None and (isinstance(c.loader_workers, bool) or int(c.loader_workers) < 1):
         raise LnlError(f"loader_workers must be at least 1, got {c.loader_workers!r}")
     if not (0.0 <= c.val_fraction < 0.5):

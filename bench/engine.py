@@ -47,7 +47,7 @@ from .results import (
     versions,
     write_json,
 )
-from .stream import StreamedImages, loader_workers
+from .stream import StreamedImages, image_sets, loader_workers, streamed_workers
 from .types import DatasetLoader
 
 EpochHook = Callable[[int, dict[str, Any], Path], None]
@@ -102,7 +102,7 @@ class Trial:
         self.augmenter = Augmenter.build(info.mean, info.std, info.crop_padding if aug else 0,
                                          info.flip and aug, dev, cl, crop=info.crop_size, random_crop=aug)
         to_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)
-        images = self._images(info)
+        images = image_sets(self.device, info.file_backed or bool(cfg.stream), loader_workers(cfg.loader_workers))
         train = TrainSet(x=images(info.x_train, data.train_idx), y=to_dev(data.noisy))
         golden = None  # clean labels enter a context only for a method that declares a golden set
         if self.trial.golden_use == "context":
@@ -122,22 +122,6 @@ class Trial:
                                  compile_models=cfg.compile, noise_rate_hint=cfg.rate, dist=self.dist,
                                  flip_rate_hint=flip, golden=golden)
         self.method = self.trial.method_cls(self.trial.hparams, self.ctx)
-
-    def _images(self, info: Any) -> Callable[..., torch.Tensor | StreamedImages]:
-        """``images(x, idx=None)``: a set's uint8 (N, C, H, W) images on the device, or streamed to it
-        (file-backed datasets, ``stream: true``); one stream per image array, shared by its subsets."""
-        self.streamed = info.file_backed or bool(self.cfg.stream)
-        dev, streams = self.device, {}
-        workers = loader_workers(self.cfg.loader_workers)
-
-        def images(x: Any, idx: np.ndarray | None = None) -> torch.Tensor | StreamedImages:
-            if not self.streamed:
-                t = torch.from_numpy(x if idx is None else x[idx])
-                return t.permute(0, 3, 1, 2).contiguous().to(dev)
-            if id(x) not in streams:
-                streams[id(x)] = StreamedImages.of(x, dev, workers)
-            return streams[id(x)] if idx is None else streams[id(x)].take(idx)
-        return images
 
     # -- checkpoints -------------------------------------------------------------------------------
     @property
@@ -291,7 +275,9 @@ class Trial:
             n_clean_val=0 if d.info.y_val is None else int(len(d.info.y_val)),
             transition=np.round(d.transition, 6).tolist(),
             train_per_class=per_class(d.info.y_train, d.info.num_classes),
-            test_per_class=per_class(d.info.y_test, d.info.num_classes))
+            test_per_class=per_class(d.info.y_test, d.info.num_classes),
+            loader_workers=streamed_workers(getattr(getattr(self, "ctx", None), "train", None)),
+            n_extra_test={k: int(len(y)) for k, (_, y) in d.info.extra_tests.items()} or None)
         result = TrialResult(
             trial_id=t.trial_id, status=status, error=error, config=t.config.to_dict(), method=t.config.method,
             dataset=t.config.dataset, noise=noise, noise_label=noise_label(t.noise_name, t.noise_options, t.config.rate),

@@ -24,7 +24,7 @@ the decode: rows gathered by the workers, pinned, moved per batch.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -241,3 +241,24 @@ def loader_workers(requested: int | None) -> int:
     """DataLoader workers of a trial: ``requested``, else the trial's CPUs (torch's thread count, which the
     Ray worker sets to ``cpus_per_worker``)."""
     return int(requested) if requested else max(1, torch.get_num_threads())
+
+
+def image_sets(device: torch.device, streamed: bool, workers: int) -> Callable[..., torch.Tensor | StreamedImages]:
+    """The engine's ``images(x, idx=None)``: a set's uint8 (N, C, H, W) images on the device, or (``streamed``:
+    file-backed datasets, ``stream: true``) streamed to it; one stream per image array, shared by its subsets
+    (train, golden and noisy validation are subsets of the training images)."""
+    streams: dict[int, StreamedImages] = {}
+
+    def images(x: Any, idx: np.ndarray | None = None) -> torch.Tensor | StreamedImages:
+        if not streamed:
+            return torch.from_numpy(x if idx is None else x[idx]).permute(0, 3, 1, 2).contiguous().to(device)
+        if id(x) not in streams:
+            streams[id(x)] = StreamedImages.of(x, device, workers)
+        return streams[id(x)] if idx is None else streams[id(x)].take(idx)
+    return images
+
+
+def streamed_workers(train: Any) -> int:
+    """DataLoader workers of a built trial's train set (0: held on the device, or not built yet)."""
+    x = getattr(train, "x", None)
+    return x.stream.workers if isinstance(x, StreamedImages) else 0

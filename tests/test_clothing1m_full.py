@@ -90,6 +90,6 @@ def test_streamed_trial_keeps_the_clean_val_and_test_protocol(tmp_path: Path) ->
     assert drawn[0] != drawn[1] and all(len(d) == 28 for d in drawn)
     res = run_trial(cfg, raise_on_error=True)
     assert res["status"] == "ok" and res["data"]["n_clean_val"] == 3 and res["data"]["n_train"] == 56
-    assert res["data"]["image_shape"] == [3, 14, 14]
+    assert res["data"]["image_shape"] == [3, 14, 14] and res["data"]["loader_workers"] == 1
     assert all("clean_val_acc" in r and "selection" not in r for r in res["history"])
     assert res["selected_acc"] is not None

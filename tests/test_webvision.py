@@ -72,4 +72,5 @@ def test_paper_recipes_resolve_and_a_streamed_trial_reports_imagenet(tmp_path: P
                       out_dir=str(tmp_path / "out"))
     res = run_trial(cfg, raise_on_error=True)
     assert res["status"] == "ok" and all(0 <= r["imagenet_acc"] <= 1 for r in res["history"])
+    assert res["data"]["n_extra_test"] == {"imagenet": 7}
     assert res["data"]["image_shape"] == [3, 16, 16] and all("selection" not in r for r in res["history"])
