@@ -70,7 +70,7 @@ class ImageSource(Dataset):
         if len(rows) == 0:
             return torch.empty((0, *self.shape[1:]), dtype=torch.uint8)
         size = self.files.size
-        out = np.stack([decode_file(str(self.files.paths[r]), size) for r in rows])
+        out = np.stack([decode_file(self.files.path(r), size) for r in rows])
         return torch.from_numpy(out.transpose(0, 3, 1, 2).copy())
 
 

@@ -52,11 +52,19 @@ class ImageFiles:
     ``len`` and fancy indexing (a subset is a shorter path list), so DatasetInfo users keep working.
     """
 
-    paths: np.ndarray  # (N,) str paths (a numpy array: forked workers share it without copying)
+    paths: np.ndarray  # (N,) paths as bytes (os.fsencode): 1 byte a character, and forked workers share it
     size: int  # the decoded canvas side (256 for a 224 crop)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "paths", np.asarray(self.paths, dtype=np.str_))
+        paths = self.paths
+        if not (isinstance(paths, np.ndarray) and paths.dtype.kind == "S"):
+            paths = np.array([os.fsencode(p) for p in paths], dtype=np.bytes_) if len(paths) else \
+                np.array([], dtype="S1")
+        object.__setattr__(self, "paths", paths)
+
+    def path(self, i: int) -> str:
+        """Image ``i``'s path."""
+        return os.fsdecode(self.paths[i])
 
     def __len__(self) -> int:
         return len(self.paths)

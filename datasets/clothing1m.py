@@ -18,7 +18,7 @@ protocol (DivideMix tests the networks saved at their best validation accuracy).
 (the release's class names, line i = label i) is checked against the 14 known names when present.
 
 **In full, streamed (the default).** With ``max_train=all`` (the default) the training set is every key
-of ``noisy_train_key_list.txt`` (1,037,497 images), given as image files (:class:`lnlbench.types.ImageFiles`)
+of ``noisy_train_key_list.txt`` (about 1M images), given as image files (:class:`lnlbench.types.ImageFiles`)
 that the trial streams (``lnlbench.stream``): DataLoader workers decode each batch, the short side resized
 to 8/7·S (256 for S = 224) and the central 256×256 square kept; the device then takes DivideMix's
 ``RandomCrop(224)`` + flip for training and ``CenterCrop(224)`` for testing (``DatasetInfo.crop_size``).

@@ -83,7 +83,7 @@ def load_webvision(spec: DataSpec) -> DatasetInfo:
     if not len(train_paths) or not len(test_paths):
         raise LnlError(f"webvision: no image of the first {opts.num_classes} classes in {folder / TRAIN_LIST} "
                        f"or {folder / VAL_LIST}; copy the lists again")
-    if not Path(train_paths[0]).is_file():
+    if not Path(str(train_paths[0])).is_file():
         raise LnlError(f"webvision image {train_paths[0]} is missing: put the google/ folder under {folder}")
     canvas = opts.canvas
     extra = {}

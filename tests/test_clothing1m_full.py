@@ -37,8 +37,8 @@ def test_full_set_is_file_backed_with_the_official_lists(tmp_path: Path) -> None
     np.testing.assert_array_equal(info.y_train_given_noisy, info.y_train)
     np.testing.assert_array_equal(info.y_test, wrote["y_test"])  # clean labels of the test keys
     np.testing.assert_array_equal(info.y_val, wrote["y_val"])  # clean labels of the validation keys
-    assert info.x_train.paths[5].endswith("clothing1m/5/05/train5.jpg")  # key[7:] under the folder
-    assert info.x_test.paths[0].endswith("clothing1m/0/00/test0.jpg")
+    assert info.x_train.path(5).endswith("clothing1m/5/05/train5.jpg")  # key[7:] under the folder
+    assert info.x_test.path(0).endswith("clothing1m/0/00/test0.jpg")
 
 
 def test_class_names_file_must_match(tmp_path: Path) -> None:

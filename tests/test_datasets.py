@@ -189,7 +189,7 @@ def check_invariants(info: DatasetInfo) -> None:
     if info.file_backed:  # decoded to (size, size) canvases, the crop taken on the device
         assert isinstance(info.x_test, ImageFiles) and info.crop_size and info.crop_size <= h == w
         assert info.image_shape == (c, info.crop_size, info.crop_size) and info.crop_padding == 0
-        assert decode_file(str(info.x_train.paths[0]), h).shape == (h, w, c)
+        assert decode_file(info.x_train.path(0), h).shape == (h, w, c)
     else:
         assert info.x_train.dtype == info.x_test.dtype == np.uint8 and info.x_train.ndim == 4
         assert info.image_shape == (c, h, w)

@@ -56,13 +56,13 @@ def test_image_files_stand_where_arrays_stand(files_info):
     assert files_info.image_shape == (3, CROP, CROP)
     sub = files_info.select_train(np.array([5, 1]))
     assert list(sub.x_train.paths) == [x.paths[5], x.paths[1]] and list(sub.train_index) == [5, 1]
-    assert decode_file(x.paths[0], CANVAS).shape == (CANVAS, CANVAS, 3)  # short side resized, centre square
+    assert decode_file(x.path(0), CANVAS).shape == (CANVAS, CANVAS, 3)  # short side resized, centre square
 
 
 def test_streamed_images_keep_indices_on_every_path(files_info):
     """x[idx] is sample idx[i] in row i: on demand (tensor, array, slice, mask), planned and read ahead."""
     files = files_info.x_train
-    want = np.stack([decode_file(p, CANVAS) for p in files.paths[:40]]).transpose(0, 3, 1, 2)
+    want = np.stack([decode_file(files.path(i), CANVAS) for i in range(40)]).transpose(0, 3, 1, 2)
     x = StreamedImages.of(files[:40], torch.device("cpu"), workers=2)
     idx = torch.tensor([7, 3, 3, 39])
     assert torch.equal(x[idx], torch.from_numpy(want[[7, 3, 3, 39]]))

@@ -28,12 +28,12 @@ def test_first_classes_of_the_google_list_in_file_order(tmp_path: Path) -> None:
     assert info.classes == [f"name{i}" for i in range(5)]  # info/synsets.txt, line i = class i
     np.testing.assert_array_equal(info.y_train, wrote["y_train"])  # label >= num_classes dropped, order kept
     np.testing.assert_array_equal(info.y_train_given_noisy, info.y_train)  # real noise: train labels as given
-    assert info.x_train.paths[0].endswith("webvision/google/q0000/000.jpg")
+    assert info.x_train.path(0).endswith("webvision/google/q0000/000.jpg")
     np.testing.assert_array_equal(info.y_test, wrote["y_test"])
-    assert info.x_test.paths[0].endswith("webvision/val_images_256/val000.jpg")
+    assert info.x_test.path(0).endswith("webvision/val_images_256/val000.jpg")
     images, labels = info.extra_tests["imagenet"]
     np.testing.assert_array_equal(labels, wrote["y_imagenet"])  # class folder c = WebVision class c
-    assert [Path(p).name for p in images.paths[:2]] == ["ILSVRC_8.JPEG", "ILSVRC_9.JPEG"]  # sorted per folder
+    assert [Path(images.path(i)).name for i in range(2)] == ["ILSVRC_8.JPEG", "ILSVRC_9.JPEG"]  # sorted per folder
     assert info.mean == (0.485, 0.456, 0.406) and info.crop_size == 16 and info.x_train.size == 18
     write_webvision(tmp_path / "b", imagenet=False)
     assert len(_load(tmp_path / "b", num_classes=50).y_train) == 11  # mini-WebVision's 50: only 60 is dropped
