@@ -146,7 +146,10 @@ def _build(spec: DataSpec, settings: Clothing1MOptions, files: bool = False) -> 
             raise LnlError(f"clothing1m image {first} is missing: put the image folders (0/ ... 9/) of the "
                            f"release under {folder}")
         canvas = size * 8 // 7
-        as_files = lambda keys: ImageFiles(np.array([str(path_of(k)) for k in keys]), canvas)
+        cut = len(str(path_of(train_keys[0]))) - len(str(folder / train_keys[0][7:]))  # 7 with images/ kept
+        root = os.fsencode(str(folder)) + b"/"  # plain bytes concatenation: 1M Path objects take seconds
+        as_files = lambda keys: ImageFiles(np.array([root + os.fsencode(k[7 - cut:]) for k in keys],
+                                                    dtype=np.bytes_), canvas)
         images = (as_files([train_keys[i] for i in keep]), as_files(test_keys),
                   as_files(val_keys) if val_keys else None)
         extra = dict(crop_size=size, crop_padding=0)

@@ -93,3 +93,10 @@ def test_streamed_trial_keeps_the_clean_val_and_test_protocol(tmp_path: Path) ->
     assert res["data"]["image_shape"] == [3, 14, 14] and res["data"]["loader_workers"] == 1
     assert all("clean_val_acc" in r and "selection" not in r for r in res["history"])
     assert res["selected_acc"] is not None
+
+
+def test_a_tree_that_kept_the_images_folder_streams_too(tmp_path: Path) -> None:
+    write_clothing1m(tmp_path, prefix="images/")
+    info = _load(tmp_path)
+    assert info.file_backed and all(Path(info.x_train.path(i)).is_file() for i in range(len(info.x_train)))
+    assert info.x_train.path(3).endswith("clothing1m/images/3/03/train3.jpg")
