@@ -110,8 +110,9 @@ class Clothing1MOptions(DatasetOptions):
 
 @register_dataset("clothing1m", options=Clothing1MOptions)
 def load_clothing1m(spec: DataSpec) -> DatasetInfo:
-    """Clothing1M, 14 classes, real noisy train labels: the full set streamed from its files, or a capped
-    pool decoded into memory (see module)."""
+    """Clothing1M, 14 classes, real noisy train labels: all 1M streamed, or a capped pool in memory.
+
+    See the module docstring for the files, the two modes and the transforms."""
     settings = Clothing1MOptions.parse(spec.name, spec.options)
     files = spec.data_file is None and (spec.stream or (spec.stream is None and settings.train_cap() is None))
     if files:
