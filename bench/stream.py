@@ -203,11 +203,17 @@ class StreamedImages:
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
-        """``torch.cat`` of streamed sets of one source is a streamed set (TSSD joins train and golden)."""
+        """``torch.cat`` of streamed sets is a streamed set (TSSD joins train and golden): over their one
+        source, or over a new one holding exactly their images."""
         parts = args[0] if args else (kwargs or {}).get("tensors", ())
         if func is torch.cat and parts and all(isinstance(p, StreamedImages) for p in parts) \
-                and len({id(p.stream) for p in parts}) == 1 and not (kwargs or {}).get("dim", 0):
-            return StreamedImages(parts[0].stream, np.concatenate([p.rows for p in parts]))
+                and not (kwargs or {}).get("dim", 0):
+            first = parts[0].stream
+            if all(p.stream is first for p in parts):
+                return StreamedImages(first, np.concatenate([p.rows for p in parts]))
+            joined = _join_sources([p.stream.source for p in parts], [p.rows for p in parts])
+            if joined is not None:
+                return StreamedImages.of(joined, first.device, first.workers)
         raise LnlError(f"{getattr(func, '__name__', func)} is not available on streamed images; index them "
                        "first (x[idx]) to get a device batch")
 
@@ -243,18 +249,25 @@ def loader_workers(requested: int | None) -> int:
     return int(requested) if requested else max(1, torch.get_num_threads())
 
 
+def _join_sources(sources: list[ImageSource], rows: list[np.ndarray]) -> ImageFiles | np.ndarray | None:
+    """The images ``rows`` of each source, one after the other, as one image set (None: they do not fit)."""
+    if all(s.files is not None for s in sources) and len({s.files.size for s in sources}) == 1:
+        return ImageFiles(np.concatenate([s.files.paths[r] for s, r in zip(sources, rows)]), sources[0].files.size)
+    if all(s.array is not None for s in sources) and len({s.array.shape[1:] for s in sources}) == 1:
+        return np.concatenate([s.array[r] for s, r in zip(sources, rows)])
+    return None
+
+
 def image_sets(device: torch.device, streamed: bool, workers: int) -> Callable[..., torch.Tensor | StreamedImages]:
     """The engine's ``images(x, idx=None)``: a set's uint8 (N, C, H, W) images on the device, or (``streamed``:
-    file-backed datasets, ``stream: true``) streamed to it; one stream per image array, shared by its subsets
-    (train, golden and noisy validation are subsets of the training images)."""
-    streams: dict[int, StreamedImages] = {}
-
+    file-backed datasets, ``stream: true``) streamed to it. Each set gets its own source holding only its
+    images (a path list is cheap to cut), so the train set reaches neither the golden nor the held-out
+    validation images, as on the device."""
     def images(x: Any, idx: np.ndarray | None = None) -> torch.Tensor | StreamedImages:
+        part = x if idx is None else x[idx]
         if not streamed:
-            return torch.from_numpy(x if idx is None else x[idx]).permute(0, 3, 1, 2).contiguous().to(device)
-        if id(x) not in streams:
-            streams[id(x)] = StreamedImages.of(x, device, workers)
-        return streams[id(x)] if idx is None else streams[id(x)].take(idx)
+            return torch.from_numpy(part).permute(0, 3, 1, 2).contiguous().to(device)
+        return StreamedImages.of(part, device, workers)
     return images
 
 

@@ -80,6 +80,9 @@ def test_streamed_images_keep_indices_on_every_path(files_info):
     sub = x.take(torch.tensor([4, 0]))
     both = torch.cat([sub, x.take([1])])
     assert isinstance(both, StreamedImages) and torch.equal(both[:], torch.from_numpy(want[[4, 0, 1]]))
+    other = StreamedImages.of(files[[39, 38]], torch.device("cpu"), workers=1)  # another source: a new one
+    joined = torch.cat([sub, other])
+    assert len(joined.stream.source) == 4 and torch.equal(joined[:], torch.from_numpy(want[[4, 0, 39, 38]]))
     assert torch.equal(torch.cat(list(x.sequential(16))), torch.from_numpy(want))
 
 
@@ -123,6 +126,7 @@ def test_every_method_runs_an_epoch_streaming(tmp_path, files_info, method):
                       loader_workers=1, out_dir=str(tmp_path))
     trial = build_trial(cfg, load=_loader(files_info))
     assert isinstance(trial.ctx.train.x, StreamedImages) and isinstance(trial.x_test, StreamedImages)
+    assert len(trial.ctx.train.x.stream.source) == len(trial.ctx.train)  # no golden or held-out image in reach
     res = run_trial(cfg, load=_loader(files_info), raise_on_error=True)
     assert res["status"] == "ok" and res["data"]["image_shape"] == [3, CROP, CROP]
     for key, val in res["history"][0].items():
