@@ -51,6 +51,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
         preset=args.preset, epochs=args.epochs, hparams=dict(args.hp), noise_options=dict(args.noise_opt),
         data_options=dict(args.data_opt),
         subset=args.subset, test_subset=args.test_subset, augment=args.augment,
+        stream=args.stream, loader_workers=args.loader_workers,
         golden_per_class=args.golden_per_class, golden_add=args.golden_add,
         val_fraction=args.val_fraction, data_file=args.data_file, recipes=args.recipes,
         data_root=args.data_root, download=args.download, out_dir=args.out, device=args.device,
@@ -104,6 +105,11 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
                    help="test images per class to keep (a fixed stratified subset; CPU-scale runs)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="train-time random crop and flip (default: the recipe's protocol, normally on)")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="stream batches decoded by DataLoader workers instead of holding the set on the device "
+                        "(default: the dataset's choice; Clothing1M in full and mini-WebVision stream)")
+    p.add_argument("--loader-workers", type=int, default=None, metavar="N",
+                   help="DataLoader workers of the streaming path (default: the trial's CPUs)")
     p.add_argument("--golden-per-class", type=int, default=None, metavar="N",
                    help="carve N clean-labelled (golden) images per class out of the training set, seeded by "
                         "the seed: a method that uses clean data gets them; others train without them "

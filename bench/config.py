@@ -47,6 +47,11 @@ class TrialConfig:
     subset_seed: int = 0
     test_subset: int | None = None  # images per class kept from the test set (CPU-scale runs; None: all)
     augment: bool | None = None  # train-time crop/flip; None: the preset's choice (on, unless it says off)
+    # The streaming data path (lnlbench.stream): batches decoded by DataLoader workers instead of the whole
+    # set on the device. None: the dataset's choice (file-backed datasets such as Clothing1M in full stream);
+    # True / False: asked (in the trial id). ``loader_workers``: the workers (None: the trial's CPUs).
+    stream: bool | None = None
+    loader_workers: int | None = None
     # Clean-labelled (golden) images per class carved out of the training set, seeded by the seed alone
     # (the same split for every method of the cell; see lnlbench.data.golden_split). A method that declares
     # ``uses_clean_data`` receives them as ``ctx.golden``; any other never sees them, unless ``golden_add``
@@ -138,6 +143,10 @@ def parse_noise(spec: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]
 def _check_ranges(c: TrialConfig) -> None:
     if c.rate is not None and not (0.0 <= float(c.rate) < 1.0):
         raise LnlError(f"noise rate must be in [0, 1), got {c.rate}")
+    if c.stream not in (None, True, False):
+        raise LnlError(f"stream must be true, false or omitted (the dataset's choice), got {c.stream!r}")
+    if c.loader_workers is not None and (isinstance(c.loader_workers, bool) or int(c.loader_workers) < 1):
+        raise LnlError(f"loader_workers must be at least 1, got {c.loader_workers!r}")
     if not (0.0 <= c.val_fraction < 0.5):
         raise LnlError(f"val_fraction must be in [0, 0.5), got {c.val_fraction}")
     if c.epochs is not None and c.epochs < 1:
@@ -291,6 +300,8 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
         identity["augment"] = False
     if test_subset is not None:
         identity["test_subset"] = test_subset
+    if config.stream is not None:  # only when asked, so existing trial ids stay as they were
+        identity["stream"] = bool(config.stream)
     data_options = {} if data_opts is None else data_opts.to_dict()
     if data_options:  # only datasets with options (Clothing1M): every other trial id stays as it was
         identity["data_options"] = data_options

@@ -33,13 +33,18 @@ from torch import nn
 
 from .distributed import Dist, shard
 from .hparams import TrainHparams
+from .stream import StreamedImages
 
 
 @dataclass(frozen=True)
 class TrainSet:
-    """The noisy training set as methods see it: images on the device and their noisy labels."""
+    """The noisy training set as methods see it: images on the device and their noisy labels.
 
-    x: torch.Tensor  # (N, C, H, W) uint8 on the trial's device
+    Under the streaming path ``x`` is a :class:`lnlbench.stream.StreamedImages`: indexed like the tensor
+    (``x[idx]``, ``x[s:e]``) it gives the same uint8 device batch, decoded by DataLoader workers.
+    """
+
+    x: torch.Tensor | StreamedImages  # (N, C, H, W) uint8 on the trial's device (or streamed to it)
     y: torch.Tensor  # (N,) int64 noisy labels on the trial's device
 
     def __len__(self) -> int:
@@ -116,20 +121,33 @@ class MethodContext:
         """Whether the trial's training transform augments (off under ``augment: false`` protocols), so a
         method with its own augmentation (MOIT's colour jitter) follows the trial's protocol."""
         aug = self._augmenter
-        return aug is None or getattr(aug, "padding", 1) > 0 or bool(getattr(aug, "flip", True))
+        return (aug is None or getattr(aug, "padding", 1) > 0 or bool(getattr(aug, "flip", True))
+                or bool(getattr(aug, "crop", 0) and getattr(aug, "random_crop", False)))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """The test transform (normalise only) of a uint8 batch."""
         return self._augmenter.normalize(x)
 
     def batches(self, batch_size: int, shuffle: bool = True, drop_last: bool = False,
-                n: int | None = None) -> Iterator[torch.Tensor]:
-        """Index tensors (on the device) over the train set, or over ``range(n)``, in random order.
+                n: int | None = None, over: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+        """Index tensors (on the device) over the train set, over ``range(n)``, or over the train-set
+        indices ``over`` (a subset: its batches are ``over[b]``), in random order.
 
         ``batch_size`` is the global batch: with several data-parallel ranks each rank gets its equal slice
         of every global batch (the same permutation on every rank), and a final partial batch is cut to a
-        multiple of the world size so every rank takes the same number of steps.
+        multiple of the world size so every rank takes the same number of steps. Over a streamed train set
+        the DataLoader decodes the yielded batches ahead (``x[idx]`` of a yielded ``idx`` is ready).
         """
+        if over is not None:
+            n = len(over)
+        batches = self._batches(batch_size, shuffle, drop_last, n)
+        if over is not None:
+            batches = (over[b] for b in batches)
+        if (n in (None, len(self.train)) or over is not None) and isinstance(self.train.x, StreamedImages):
+            return self.train.x.planned(list(batches))
+        return batches
+
+    def _batches(self, batch_size: int, shuffle: bool, drop_last: bool, n: int | None) -> Iterator[torch.Tensor]:
         n = len(self.train) if n is None else n
         world = self.dist.world
         if batch_size < world:

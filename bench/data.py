@@ -43,13 +43,14 @@ class TrialData:
 
 
 def load_dataset(name: str, data_root: str | None = None, data_file: str | None = None,
-                 download: bool = False, options: dict | None = None) -> DatasetInfo:
-    """Load a dataset by name (or an array file); ``options`` are its loader's data options."""
+                 download: bool = False, options: dict | None = None, stream: bool | None = None) -> DatasetInfo:
+    """Load a dataset by name (or an array file); ``options`` are its loader's data options, ``stream``
+    the trial's streaming choice (a loader that can gives its file-backed form under True)."""
     root = Path(data_root).expanduser() if data_root else default_data_root()
     if data_file is not None and not Path(data_file).expanduser().exists():
         raise LnlError(f"data file {data_file} does not exist; check --data-file")
     spec = DataSpec(name=name, root=root, data_file=Path(data_file).expanduser() if data_file else None,
-                    download=download, options=dict(options or {}))
+                    download=download, options=dict(options or {}), stream=stream)
     if name not in DATASETS and spec.data_file is not None:  # "bring your own dataset"
         return GENERIC.apply(load_array_file(spec.data_file, name, GENERIC), str(spec.data_file))
     return DATASETS.get(name)(spec)
@@ -135,8 +136,12 @@ def prepare(trial: ResolvedTrial, load: DatasetLoader | None = None) -> TrialDat
     """The trial's dataset (read by ``load``, default :func:`load_dataset`), subset, noisy labels (generated
     once, cached) and validation split."""
     cfg = trial.config
+    extra = {} if cfg.stream is None else {"stream": cfg.stream}  # loaders written before streaming work
     info = (load or load_dataset)(cfg.dataset, cfg.data_root, cfg.data_file, cfg.download,
-                                  trial.data_options or None)
+                                  trial.data_options or None, **extra)
+    if info.file_backed and cfg.stream is False:
+        raise LnlError(f"dataset '{cfg.dataset}' is read from its image files and cannot be held in memory "
+                       "this way; drop --no-stream (or cap it with its data options)")
     if trial.subset is not None:
         warn_short_classes(info.y_train, trial.subset, info.num_classes, "subset", "training")
         info = info.select_train(stratified_subset(info.y_train, trial.subset, cfg.subset_seed))

@@ -47,6 +47,7 @@ from .results import (
     versions,
     write_json,
 )
+from .stream import StreamedImages, image_sets, loader_workers, streamed_workers
 from .types import DatasetLoader
 
 EpochHook = Callable[[int, dict[str, Any], Path], None]
@@ -99,20 +100,19 @@ class Trial:
         cl = dev.type == "cuda" if cfg.channels_last is None else cfg.channels_last
         aug = self.trial.augment  # off: the training transform is normalisation only
         self.augmenter = Augmenter.build(info.mean, info.std, info.crop_padding if aug else 0,
-                                         info.flip and aug, dev, cl)
+                                         info.flip and aug, dev, cl, crop=info.crop_size, random_crop=aug)
         to_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)
-        x_all = torch.from_numpy(info.x_train).permute(0, 3, 1, 2).contiguous()
-        train = TrainSet(x=x_all[data.train_idx].to(dev), y=to_dev(data.noisy))
+        images = image_sets(self.device, info.file_backed or bool(cfg.stream), loader_workers(cfg.loader_workers))
+        train = TrainSet(x=images(info.x_train, data.train_idx), y=to_dev(data.noisy))
         golden = None  # clean labels enter a context only for a method that declares a golden set
         if self.trial.golden_use == "context":
-            golden = TrainSet(x=x_all[data.golden_idx].to(dev), y=to_dev(data.golden_y))
-        self.x_val, self.y_val = x_all[data.val_idx].to(dev), to_dev(data.val_noisy)
-        self.x_test = torch.from_numpy(info.x_test).permute(0, 3, 1, 2).contiguous().to(dev)
-        self.y_test = to_dev(info.y_test)
+            golden = TrainSet(x=images(info.x_train, data.golden_idx), y=to_dev(data.golden_y))
+        self.x_val, self.y_val = images(info.x_train, data.val_idx), to_dev(data.val_noisy)
+        self.x_test, self.y_test = images(info.x_test), to_dev(info.y_test)
         self.x_cval = self.y_cval = None  # the dataset's own clean validation set (Clothing1M), if any
         if info.x_val is not None:
-            self.x_cval = torch.from_numpy(info.x_val).permute(0, 3, 1, 2).contiguous().to(dev)
-            self.y_cval = to_dev(info.y_val)
+            self.x_cval, self.y_cval = images(info.x_val), to_dev(info.y_val)
+        self.extra_tests = {name: (images(x), to_dev(y)) for name, (x, y) in info.extra_tests.items()}
         torch.manual_seed(cfg.seed)  # model initialisation draws from the global generator
         # where the clean labels are unknown (Clothing1M) the transition says nothing: no flip-rate hint
         flip = intended_flip_rate(info.y_train, data.transition) if data.score_noise else None
@@ -193,9 +193,12 @@ class Trial:
             return None
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         bs = self.cfg.eval_batch_size or (1024 if self.device.type == "cuda" else 128)
-        for s in range(0, len(y), bs):
+        if isinstance(x, StreamedImages):
+            bs = self.cfg.eval_batch_size or (256 if self.device.type == "cuda" else 128)  # decoded per batch
+        parts = x.sequential(bs) if isinstance(x, StreamedImages) else (x[s:s + bs] for s in range(0, len(y), bs))
+        for s, xb in zip(range(0, len(y), bs), parts):
             with self.ctx.autocast():
-                logits = self.method.predict(self.augmenter.normalize(x[s:s + bs]))
+                logits = self.method.predict(self.augmenter.normalize(xb))
             correct += (logits.argmax(1) == y[s:s + bs]).sum()
         return correct.item() / len(y)
 
@@ -211,6 +214,8 @@ class Trial:
             rec["val_acc"] = self.accuracy(self.x_val, self.y_val)
         if self.y_cval is not None:
             rec["clean_val_acc"] = self.accuracy(self.x_cval, self.y_cval)
+        for name, (x, y) in self.extra_tests.items():  # mini-WebVision's ImageNet validation: imagenet_acc
+            rec[f"{name}_acc"] = self.accuracy(x, y)
         prob = self.method.clean_probability()
         if prob is not None and self.data.score_noise:
             rec["selection"] = score_selection(prob, self.data.is_noisy, self.method.selection_threshold)
@@ -298,7 +303,9 @@ class Trial:
             n_clean_val=0 if d.info.y_val is None else int(len(d.info.y_val)),
             transition=np.round(d.transition, 6).tolist(),
             train_per_class=per_class(d.info.y_train, d.info.num_classes),
-            test_per_class=per_class(d.info.y_test, d.info.num_classes))
+            test_per_class=per_class(d.info.y_test, d.info.num_classes),
+            loader_workers=streamed_workers(getattr(getattr(self, "ctx", None), "train", None)),
+            n_extra_test={k: int(len(y)) for k, (_, y) in d.info.extra_tests.items()} or None)
         result = TrialResult(
             trial_id=t.trial_id, status=status, error=error, config=t.config.to_dict(), method=t.config.method,
             dataset=t.config.dataset, noise=noise, noise_label=noise_label(t.noise_name, t.noise_options, t.config.rate),

@@ -62,6 +62,10 @@ class DataFields:
     # than a class keeps all of that class, and these say so where ``subset`` only says what was asked
     train_per_class: list[int] | None = None
     test_per_class: list[int] | None = None
+    # the streaming data path: DataLoader workers (0: the set was held on the device); sizes of the further
+    # test sets (mini-WebVision's ImageNet validation), by name
+    loader_workers: int = 0
+    n_extra_test: dict[str, int] | None = None
 
 
 @dataclass

@@ -4,7 +4,9 @@ and returns.
 They live here, in a module that imports nothing of lnlbench, so the engine (``lnlbench.data``,
 ``lnlbench.noisefile``) and the datasets (``lnlbench.datasets``) both import them and neither imports
 the other for them. A loader turns a :class:`DataSpec` into one :class:`DatasetInfo`. Images are kept as uint8 arrays in
-(N, H, W, C) layout on the host; the engine moves them to the trial's device once, as (N, C, H, W).
+(N, H, W, C) layout on the host; the engine moves them to the trial's device once, as (N, C, H, W). A dataset
+too large for that (full Clothing1M, mini-WebVision) gives :class:`ImageFiles` instead of arrays: the paths
+of its images, which the streaming path (``lnlbench.stream``) decodes batch by batch in DataLoader workers.
 """
 from __future__ import annotations
 
@@ -33,6 +35,53 @@ class DataSpec:
     data_file: Path | None = None  # an array file in the documented .npz format (any dataset name)
     download: bool = False
     options: dict[str, Any] = field(default_factory=dict)  # the loader's options (see DatasetOptions)
+    # The trial's ``stream`` option: True asks a loader that can for its file-backed form (ImageFiles),
+    # False for arrays, None for the loader's own choice (Clothing1M in full streams).
+    stream: bool | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ImageFiles:
+    """A file-backed image set: one path per image, decoded when a batch needs it (never held whole).
+
+    A sample decodes to an ``size`` × ``size`` uint8 canvas: the short side resized to ``size`` (bilinear,
+    antialiased, torchvision's ``Resize(size)`` on the PIL image), then the central square (``CenterCrop``).
+    The trial's transform then crops ``DatasetInfo.crop_size`` from it on the device (random for training,
+    central for testing), so Resize 256 → RandomCrop 224 → flip is two steps: 256 in the workers, 224 on the
+    device. It stands where ``x_train`` / ``x_test`` / ``x_val`` hold arrays and answers the same ``shape``,
+    ``len`` and fancy indexing (a subset is a shorter path list), so DatasetInfo users keep working.
+    """
+
+    paths: np.ndarray  # (N,) paths as bytes (os.fsencode): 1 byte a character, and forked workers share it
+    size: int  # the decoded canvas side (256 for a 224 crop)
+
+    def __post_init__(self) -> None:
+        paths = self.paths
+        if not (isinstance(paths, np.ndarray) and paths.dtype.kind == "S"):
+            paths = np.array([os.fsencode(p) for p in paths], dtype=np.bytes_) if len(paths) else \
+                np.array([], dtype="S1")
+        object.__setattr__(self, "paths", paths)
+
+    def path(self, i: int) -> str:
+        """Image ``i``'s path."""
+        return os.fsdecode(self.paths[i])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ImageFiles) and self.size == other.size
+                and np.array_equal(self.paths, other.paths))
+
+    __hash__ = None  # mutable-looking contents: not a dict key
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(N, H, W, C) of the decoded canvases, as an image array's shape."""
+        return (len(self.paths), self.size, self.size, 3)
+
+    def __getitem__(self, idx: Any) -> ImageFiles:
+        return ImageFiles(self.paths[idx], self.size)
 
 
 @dataclass(frozen=True)
@@ -71,7 +120,7 @@ class DatasetInfo:
     """One dataset: images, clean labels (for the harness only), and what methods may know about it."""
 
     name: str
-    x_train: np.ndarray  # (N, H, W, C) uint8
+    x_train: np.ndarray | ImageFiles  # (N, H, W, C) uint8, or the image files (the same for x_test, x_val)
     y_train: np.ndarray  # (N,) int64 clean labels: the harness's, never a method's
     x_test: np.ndarray
     y_test: np.ndarray
@@ -90,6 +139,13 @@ class DatasetInfo:
     # by the harness (``clean_val_acc`` per epoch, ``selected_acc``); methods never see it.
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
+    # Decoded images are larger than what models see (Clothing1M: 256 canvases, 224 crops): the training
+    # transform takes a random crop of this side (no padding), the test transform the central one. None:
+    # models see the stored size (crop_padding applies).
+    crop_size: int | None = None
+    # Further clean test sets, name → (images, labels) (mini-WebVision's ImageNet validation images of its
+    # classes): the harness reports ``<name>_acc`` per epoch beside ``test_acc``; methods never see them.
+    extra_tests: dict[str, tuple[Any, np.ndarray]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.y_train = np.asarray(self.y_train, dtype=np.int64)
@@ -107,9 +163,14 @@ class DatasetInfo:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W), the layout models see."""
+        """(C, H, W), the layout models see (after the crop where ``crop_size`` is set)."""
         _, h, w, c = self.x_train.shape
-        return (c, h, w)
+        return (c, self.crop_size, self.crop_size) if self.crop_size else (c, h, w)
+
+    @property
+    def file_backed(self) -> bool:
+        """Whether the images are files decoded on demand (the trial streams) rather than arrays."""
+        return isinstance(self.x_train, ImageFiles)
 
     def select_train(self, idx: np.ndarray) -> DatasetInfo:
         """A copy restricted to the given training indices (a subset); the test set is kept whole."""

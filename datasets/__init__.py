@@ -6,6 +6,6 @@ noise generators.
 """
 from lnlbench.types import DatasetInfo, DataSpec, NoiseInfo, NoisyLabels, default_data_root
 
-from . import arrayfile, cifar, clothing1m, digits, tinyimagenet  # noqa: F401  (registration)
+from . import arrayfile, cifar, clothing1m, digits, tinyimagenet, webvision  # noqa: F401  (registration)
 
 __all__ = ["DataSpec", "DatasetInfo", "NoiseInfo", "NoisyLabels", "default_data_root"]

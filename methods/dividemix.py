@@ -60,15 +60,16 @@ Deviations from the official code:
   four no-grad forwards stay separate per view and in the official order, so its batch-norm batch
   statistics and running-stat updates are the official ones.
 - An empty unlabeled set trains on X alone (Lu = 0; the official loop crashes). The penalty uses log_softmax.
-- Clothing1M: the subsets are drawn from the images the dataset loader holds (a fixed pool of 63,994 by
-  default, ``--data-opt max_train``; see datasets/clothing1m.py), not the full 1M, so each epoch's draw is
-  the same pool's (the recipe's protocol asks for at least one epoch's 64,000; ``max_train=all``, memory
-  permitting, gives the official fresh draws). Model selection uses the clean validation set (14,313
+- Clothing1M: the subsets are drawn afresh every epoch from the images the dataset loader holds: by
+  default all 1M keys, streamed from their files (lnlbench.stream), as the official loader draws; with a
+  capped pool (``--data-opt max_train=64000``, the fixed-subset mode) each epoch's draw is that pool's.
+  Model selection uses the clean validation set (14,313
   images, read when ``clean_val_key_list.txt`` is present): ``selected_acc`` is the test accuracy of the
   two-net ensemble at the epoch of the ensemble's best validation accuracy; the official code keeps each
   net's best-on-validation weights separately (possibly from different epochs) and tests their ensemble.
-  Samples outside the epoch's subset get clean probability NaN. WebVision: no dataset loader or
-  InceptionResNetV2 is registered yet, so its preset cannot run.
+  Samples outside the epoch's subset get clean probability NaN. mini-WebVision (``Train_webvision.py``):
+  InceptionResNetV2 from scratch (timm's port), 81 epochs, lr 0.01 ÷10 at 40, batch 32, α 0.5, λ_u 0,
+  warm-up 1 epoch on the whole set; ``imagenet_acc`` per epoch is the ImageNet-validation test.
 """
 from __future__ import annotations
 
@@ -218,7 +219,6 @@ class DivideMix(Method):
                     "p_threshold": ("choice", [0.5, 0.6]), "alpha": ("choice", [0.5, 4.0])}
     SMOKE = {"warm_up": 1}  # reach co-divide + MixMatch after one epoch (contract tests, lnlbench perf)
     STATE_ATTRS = ("loss_hist", "hist_count")
-    WAITING = {"webvision": "dataset 'webvision' and model 'inception_resnet_v2' are not registered yet"}
 
     def __init__(self, hp: DivideMixHparams, ctx: MethodContext):
         super().__init__(hp, ctx)
@@ -248,8 +248,9 @@ class DivideMix(Method):
         pool = self._subset(2 * hp.num_samples)
         net.train()
         total, steps = torch.zeros((), device=ctx.device), 0
-        for b in ctx.batches(2 * hp.batch_size, n=len(self.data_y) if pool is None else len(pool)):
-            idx = b if pool is None else pool[b]
+        batches = ctx.batches(2 * hp.batch_size, n=len(self.data_y)) if pool is None else \
+            ctx.batches(2 * hp.batch_size, over=pool)
+        for idx in batches:
             with ctx.autocast():
                 logits = net(ctx.augment(self.data_x[idx])).float()
             loss = F.cross_entropy(logits, self.data_y[idx])
@@ -284,7 +285,7 @@ class DivideMix(Method):
     def _unlabeled(self, pool: torch.Tensor) -> Iterator[torch.Tensor]:
         """Shuffled batches of the unlabeled pool, restarted (reshuffled) whenever exhausted."""
         while True:
-            yield from (pool[b] for b in self.ctx.batches(self.hp.batch_size, n=len(pool)))
+            yield from self.ctx.batches(self.hp.batch_size, over=pool)
             if len(pool) == 0:
                 yield pool
 
@@ -303,14 +304,15 @@ class DivideMix(Method):
         net.train()
         other.eval()
         sums, steps = torch.zeros(2, device=ctx.device), 0
-        for i, b in enumerate(ctx.batches(hp.batch_size, n=len(lab))):
-            xi, ui = lab[b], next(unlabeled)
+        weight = torch.zeros(len(self.data_y), device=w.device, dtype=w.dtype).index_copy_(0, lab, w)
+        for i, xi in enumerate(ctx.batches(hp.batch_size, over=lab)):
+            ui = next(unlabeled)
             nb, nu = len(xi), len(ui)
             views = ctx.augment(self.data_x[torch.cat([xi, xi, ui, ui])])  # both views of X and U, one call
             x1, x2, u1, u2 = views.split([nb, nb, nu, nu])
             with ctx.autocast():
                 tu = co_guess(net, other, u1, u2, hp.temperature) if nu else views.new_zeros(0, ctx.num_classes)
-                tx = co_refine(net, x1, x2, self.data_y[xi], w[b], hp.temperature)
+                tx = co_refine(net, x1, x2, self.data_y[xi], weight[xi], hp.temperature)
             mixed, targets, _ = mixmatch([views], [torch.cat([tx, tx, tu, tu])], hp.alpha, ctx.rng, ctx.generator)
             if not hp.unlabeled_forward:
                 mixed, targets = mixed[:2 * nb], targets[:2 * nb]

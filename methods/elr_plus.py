@@ -28,8 +28,11 @@ Recipes (``PRESETS``), SGD momentum 0.9, mixup α 1, EMA α 0.997 ramped over 40
 - ``paper`` Clothing1M (``config_clothing1m.json``): ImageNet-pretrained ResNet-50 ×2, lr 0.002, weight
   decay 1e-3, batch 64, 15 epochs, lr ×0.1 at 7, β 0.7, λ 3, EMA α 0.999 with ``ema_update`` false; the
   official loader trains on a fixed class-balanced subset of 3000 × 64 images, here the protocol's
-  ``subset`` = 13,714 per class (192,000 / 14) from a pool of at least 192,000 (``train_pool``): under the
-  loader's default 64,000-image pool the trial stops with an error naming ``--data-opt max_train``.
+  ``subset`` = 13,714 per class (192,000 / 14) drawn once (``subset_seed``) from the full set (streamed) or
+  a pool of at least 192,000 (``train_pool``): under a smaller ``--data-opt max_train`` pool the trial stops
+  with an error naming it.
+- ``paper`` mini-WebVision (``config_webvision.json``): InceptionResNetV2 ×2 from scratch, batch 32, lr 0.02,
+  weight decay 5e-4, 100 epochs, lr ×0.1 at 50, β 0.7, λ 3, EMA α 0.997 with ``ema_update`` false.
   Published: CIFAR-10 S50 94.8, S80 93.3, A40 93.0; CIFAR-100 S50 73.6 [paper, not verified]; Clothing1M
   74.81 [README].
 - ``mini`` (CPU scale): CE's ``mini`` optimiser and schedule (digits: MLP, SGD lr 0.05 constant, 100
@@ -124,6 +127,11 @@ PRESETS = {
              "gamma": 0.1, "beta": 0.7, "lam": 3.0, "coef_step": 0, "mixup_alpha": 1.0, "ema_alpha": 0.999,
              "ema_update": False},
             protocol=dict(subset=13714, train_pool=192000)),  # 3000 batches × 64, 13,714 per class
+        # config_webvision.json: InceptionResNetV2 ×2 from scratch on every mini-WebVision image
+        "webvision": {"model": "inception_resnet_v2", "model_kwargs": {}, "epochs": 100, "batch_size": 32,
+                      "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step", "milestones": (50,),
+                      "gamma": 0.1, "beta": 0.7, "lam": 3.0, "coef_step": 0, "mixup_alpha": 1.0,
+                      "ema_alpha": 0.997, "ema_update": False, "ema_step": 40000, "label_times_target": False},
     },
     "mini": {
         "digits": DIGITS_MLP | {"beta": 0.7, "lam": 3.0, "ema_step": 1100},

@@ -24,6 +24,8 @@ from lnlbench.datasets.cifar import CIFAR10_CLASSES
 from lnlbench.datasets.clothing1m import CLOTHING1M_CLASSES, capped_balanced_pool
 from lnlbench.errors import LnlError
 from lnlbench.registry import DATASETS
+from lnlbench.stream import decode_file
+from lnlbench.types import ImageFiles
 
 SHARED_DATA = Path("/work/shared/data")
 
@@ -115,6 +117,29 @@ def write_clothing1m(root: Path, n_train: int = 28, prefix: str = "", val: bool 
     return {"y_noisy": noisy, "y_test": clean_test, "y_val": clean_val}
 
 
+def write_webvision(root: Path, imagenet: bool = True) -> dict[str, np.ndarray]:
+    """A webvision folder as the resized release lays it out: the two lists (labels 0–4 kept under
+    ``num_classes=5``, 7 and 60 dropped), google/ train images, val_images_256/, imagenet/val/<c>/ and
+    info/synsets.txt. Grey value = 20 × label; varied aspect ratios."""
+    folder = root / "webvision"
+    train = [(f"google/q{y:04d}/{i:03d}.jpg", y) for i, y in enumerate([0, 1, 2, 3, 4, 7, 0, 1, 60, 2, 3, 4])]
+    val = [(f"val{i:03d}.jpg", y) for i, y in enumerate([4, 3, 2, 1, 0, 7])]
+    for i, (path, y) in enumerate(train):
+        _jpeg(folder / path, 20 * y % 256, size=(30 + 4 * (i % 3), 24))
+    for path, y in val:
+        _jpeg(folder / "val_images_256" / path, 20 * y % 256, size=(24, 30))
+    (folder / "info").mkdir(parents=True, exist_ok=True)
+    (folder / "info" / "train_filelist_google.txt").write_text("".join(f"{p} {y}\n" for p, y in train))
+    (folder / "info" / "val_filelist.txt").write_text("".join(f"{p} {y}\n" for p, y in val))
+    (folder / "info" / "synsets.txt").write_text("".join(f"n0{i:07d} name{i}, other\n" for i in range(8)))
+    y_imagenet = np.array([0, 0, 1, 2, 3, 4, 4])
+    if imagenet:
+        for i, y in enumerate(y_imagenet):
+            _jpeg(folder / "imagenet" / "val" / str(y) / f"ILSVRC_{9 - i}.JPEG", 20 * int(y), size=(40, 30))
+    keep = lambda pairs: np.array([y for _, y in pairs if y < 5])
+    return {"y_train": keep(train), "y_test": keep(val), "y_imagenet": y_imagenet}
+
+
 def _trust_cifar_files(mp: pytest.MonkeyPatch) -> None:
     """torchvision checks each CIFAR file's MD5; fake files cannot match it, the rest of its code runs."""
     mp.setattr("torchvision.datasets.cifar.check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
@@ -131,14 +156,20 @@ def _spec(name: str, write: Callable[[Path], object], trust: bool = False) -> Ca
 
 def _spec_clothing(tmp: Path, mp: pytest.MonkeyPatch) -> DataSpec:
     write_clothing1m(tmp)
-    return DataSpec("clothing1m", root=tmp, options={"image_size": 16, "max_train": "all"})
+    # every image of the fixture, decoded (the full, streamed mode: tests/test_clothing1m_full.py)
+    return DataSpec("clothing1m", root=tmp, options={"image_size": 16, "max_train": 28})
+
+
+def _spec_webvision(tmp: Path, mp: pytest.MonkeyPatch) -> DataSpec:
+    write_webvision(tmp)
+    return DataSpec("webvision", root=tmp, options={"num_classes": 5, "image_size": 16})
 
 
 # One entry per registered dataset: a new loader must bring the small files it reads.
 FIXTURES: dict[str, Callable[[Path, pytest.MonkeyPatch], DataSpec]] = {
     "digits": _spec("digits", lambda tmp: None), "cifar10": _spec("cifar10", write_cifar10, trust=True),
     "cifar100": _spec("cifar100", write_cifar100, trust=True), "tiny_imagenet": _spec("tiny_imagenet", write_tiny),
-    "clothing1m": _spec_clothing,
+    "clothing1m": _spec_clothing, "webvision": _spec_webvision,
 }
 
 
@@ -152,11 +183,16 @@ def _spec_for(name: str, tmp: Path, mp: pytest.MonkeyPatch) -> DataSpec:
 # --- The contract ----------------------------------------------------------------------------------------
 
 def check_invariants(info: DatasetInfo) -> None:
-    """What the engine and the noise generators rely on, for any dataset."""
-    assert info.x_train.dtype == info.x_test.dtype == np.uint8 and info.x_train.ndim == 4 and len(info.x_train)
-    assert info.x_test.shape[1:] == info.x_train.shape[1:]
+    """What the engine and the noise generators rely on, for any dataset (arrays or image files)."""
+    assert info.x_test.shape[1:] == info.x_train.shape[1:] and len(info.x_train)
     _, h, w, c = info.x_train.shape
-    assert info.image_shape == (c, h, w)
+    if info.file_backed:  # decoded to (size, size) canvases, the crop taken on the device
+        assert isinstance(info.x_test, ImageFiles) and info.crop_size and info.crop_size <= h == w
+        assert info.image_shape == (c, info.crop_size, info.crop_size) and info.crop_padding == 0
+        assert decode_file(info.x_train.path(0), h).shape == (h, w, c)
+    else:
+        assert info.x_train.dtype == info.x_test.dtype == np.uint8 and info.x_train.ndim == 4
+        assert info.image_shape == (c, h, w)
     assert info.num_classes == len(info.classes) > 1 and all(isinstance(s, str) for s in info.classes)
     for y, x in ((info.y_train, info.x_train), (info.y_test, info.x_test)):
         assert y.dtype == np.int64 and y.shape == (len(x),) and 0 <= y.min() and y.max() < info.num_classes
@@ -187,7 +223,8 @@ def test_every_dataset_meets_the_contract(name: str, tmp_path: Path, monkeypatch
     _same(info, DATASETS.get(name)(spec))  # a second load (from the cache where there is one) agrees
 
 
-DATA_FILE_CASES = DATASETS.names()
+# every name but those read only from image files (tests/test_webvision.py checks their --data-file)
+DATA_FILE_CASES = [n for n in DATASETS.names() if n != "webvision"]
 
 
 @pytest.mark.parametrize("name", DATA_FILE_CASES)
@@ -323,7 +360,7 @@ def test_cifar10_array_file_must_fit_cifar10(channels: int, classes: tuple, expe
 
 
 MISSING = {"cifar10": "cifar10/cifar-10-batches-py", "cifar100": "cifar100/cifar-100-python",
-           "tiny_imagenet": "tiny-imagenet-200", "clothing1m": "clothing1m"}
+           "tiny_imagenet": "tiny-imagenet-200", "clothing1m": "clothing1m", "webvision": "webvision"}
 
 
 @pytest.mark.parametrize("name", MISSING)
@@ -373,7 +410,7 @@ def test_clothing1m_noisy_labels_and_cap(prefix: str, tmp_path: Path, monkeypatc
 
 def test_clothing1m_clean_validation_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wrote = write_clothing1m(tmp_path, val=True)
-    spec = DataSpec("clothing1m", root=tmp_path, options={"image_size": 14})
+    spec = DataSpec("clothing1m", root=tmp_path, options={"image_size": 14, "max_train": 28})  # decoded
     info = DATASETS.get("clothing1m")(spec)
     assert info.x_val.shape == (3, 14, 14, 3)
     np.testing.assert_array_equal(info.y_val, wrote["y_val"])
@@ -405,12 +442,12 @@ def test_clothing1m_old_environment_variables_are_an_error(tmp_path: Path, monke
 def test_clothing1m_options_enter_the_trial_id() -> None:
     cfg = dict(method="dividemix", dataset="clothing1m", noise="given")
     base = resolve(TrialConfig(**cfg))
-    assert base.data_options == {"image_size": 224, "max_train": 64000}
+    assert base.data_options == {"image_size": 224, "max_train": "all"}  # in full, streamed
     small = resolve(TrialConfig(**cfg, data_options={"image_size": 112}))
     more = resolve(TrialConfig(**cfg, data_options={"max_train": 128000}))
     assert len({base.trial_id, small.trial_id, more.trial_id}) == 3
     assert resolve(TrialConfig(**cfg, data_options={"image_size": 224})).trial_id == base.trial_id
-    assert resolve(TrialConfig(**cfg, data_options={"max_train": 0})).data_options["max_train"] == "all"
+    assert resolve(TrialConfig(**cfg, data_options={"max_train": 0})).trial_id == base.trial_id  # 0: all
     with pytest.raises(LnlError, match="takes no data options"):
         resolve(TrialConfig(method="ce", dataset="digits", rate=0.2, data_options={"image_size": 8}))
 

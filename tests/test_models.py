@@ -5,6 +5,7 @@ fails ``test_every_model_has_a_fixture`` and every contract test, so a new model
 """
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -28,8 +29,10 @@ FIXTURES: dict[str, tuple[dict, tuple[int, int, int, int]]] = {
     "sce_cnn": ({}, (2, 3, 32, 32)),
     "lenet": ({}, (2, 3, 32, 32)),
     "cotplus_cnn": ({}, (2, 3, 32, 32)),
+    "inception_resnet_v2": ({}, (2, 3, 75, 75)),  # its smallest input (mini-WebVision trains on 227)
 }
 ALL_MODELS = MODELS.names()
+_BUILT: dict[tuple[str, int], nn.Module] = {}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -45,8 +48,10 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
     assert name in FIXTURES, f"model '{name}' has no fixture in tests/test_models.py FIXTURES: add one"
     kwargs, shape = FIXTURES[name]
     kwargs = {"in_channels": shape[1], "image_size": shape[2], **kwargs}
-    torch.manual_seed(seed)
-    model = MODELS.get(name)(NUM_CLASSES, **kwargs)
+    if (name, seed) not in _BUILT:  # the large nets take seconds to build: once per module, copies after
+        torch.manual_seed(seed)
+        _BUILT[name, seed] = MODELS.get(name)(NUM_CLASSES, **kwargs)
+    model = copy.deepcopy(_BUILT[name, seed])
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 1))
     return model, x
 
@@ -232,6 +237,23 @@ def test_resnet50_pretrained_loads_the_cached_file(monkeypatch, tmp_path):
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, file)  # another network's file
     with pytest.raises(LnlError, match="cannot load"):
         MODELS.get("resnet50")(14, pretrained=True)
+
+
+def test_resnet50_pretrained_from_a_path(monkeypatch, tmp_path):
+    """weights=PATH loads that file instead of the cache; a missing one names both places, in one line."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.manual_seed(2)
+    imagenet = MODELS.get("resnet50")(1000).backbone
+    file = tmp_path / "mine.pth"
+    torch.save(imagenet.state_dict(), file)
+    model = MODELS.get("resnet50")(14, pretrained=True, weights=str(file))
+    torch.testing.assert_close(model.backbone.conv1.weight, imagenet.conv1.weight, rtol=0, atol=0)
+    with pytest.raises(LnlError) as err:
+        MODELS.get("resnet50")(14, pretrained=True, weights=str(tmp_path / "absent.pth"))
+    msg = str(err.value)
+    assert "\n" not in msg and "absent.pth" in msg and str(tmp_path / "torch") in msg and "weights: PATH" in msg
+    with pytest.raises(LnlError, match="pretrained=True"):
+        MODELS.get("resnet50")(14, weights=str(file))
 
 
 @pytest.mark.parametrize("name, kwargs", [

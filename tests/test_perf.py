@@ -27,7 +27,8 @@ def _one_thread(monkeypatch):
 
 
 TINY = replace(perf.QUICK, mode="test", n_train=128, n_test=64, batch_size=32, pairs=2, n_aug=256, aug_reps=1,
-               n_method=128, method_reps=1, grid_trials=2, grid_trial_s=0.5, n_memory=64)
+               n_method=128, method_reps=1, grid_trials=2, grid_trial_s=0.5, n_memory=64, n_stream=256, n_jpeg=8,
+               stream_reps=1)
 
 
 def finite(value, where="result"):
@@ -50,7 +51,7 @@ def positive(d, *keys):
 def test_run_perf_without_ray_reports_every_figure():
     lines = []
     r = perf.run_perf(TINY, device="cpu", skip_ray=True, methods=["ce"], log=lines.append)
-    assert r["schema"] == perf.SCHEMA and len(lines) == 5
+    assert r["schema"] == perf.SCHEMA and len(lines) == 6
     json.loads(json.dumps(r))  # what --json writes
     finite(r)
     m = r["machine"]
@@ -66,9 +67,12 @@ def test_run_perf_without_ray_reports_every_figure():
     (row,) = r["memory"]["rows"]
     assert row["status"] == "ok", row
     assert row["peak_rss_mib"] >= row["start_rss_mib"] > 0 and row["peak_device_mib"] is None
+    s = r["streaming"]
+    positive(s, "ratio", "device_img_s", "stream_img_s", "num_workers")
+    assert s["jpeg"]["rows"][0]["workers"] == 1 and all(row["img_s"] > 0 for row in s["jpeg"]["rows"])
     text = render(r)
     for head in ("1. engine overhead", "2. augmentation", "3. method cost", "4. grid packing: skipped",
-                 "5. memory", "n/a (CPU)"):
+                 "5. memory", "n/a (CPU)", "6. streaming", "224-px JPEGs"):
         assert head in text
 
 

@@ -103,10 +103,10 @@ def test_a_recipe_needing_more_than_the_pool_names_the_cap(method, need):
     cfg = dict(method=method, dataset="clothing1m", noise="given")
     with pytest.raises(LnlError, match=f"capped at 64,000 by the data option max_train; pass --data-opt "
                                        f"max_train={need}") as err:
-        resolve(TrialConfig(**cfg))
+        resolve(TrialConfig(**cfg, data_options={"max_train": 64000}))  # the fixed-subset mode
     assert "\n" not in str(err.value)
-    assert resolve(TrialConfig(**cfg, data_options={"max_train": "all"})).data_options["max_train"] == "all"
-    assert resolve(TrialConfig(**cfg, subset=100)).subset == 100  # the user chose the training set
+    assert resolve(TrialConfig(**cfg)).data_options["max_train"] == "all"  # the default: in full, streamed
+    assert resolve(TrialConfig(**cfg, data_options={"max_train": 64000}, subset=100)).subset == 100  # the user's
     if method == "elr_plus":
         t = resolve(TrialConfig(**cfg, data_options={"max_train": 192000}))
         assert t.subset == 13714 and t.data_options == {"image_size": 224, "max_train": 192000}

@@ -216,17 +216,19 @@ class TorchvisionResNet50(LnlModel):
         return self.backbone(x)
 
 
-def _imagenet_weights() -> tuple[str, str, dict[str, torch.Tensor]]:
-    """(path, url, state dict without ``fc``) of torchvision's IMAGENET1K_V1 ResNet-50, from the local hub
-    cache only: never downloads."""
+def _imagenet_weights(given: str | None = None) -> tuple[str, str, dict[str, torch.Tensor]]:
+    """(path, url, state dict without ``fc``) of torchvision's IMAGENET1K_V1 ResNet-50, from ``given`` (a
+    file path) or else the local hub cache only: never downloads."""
     from torchvision.models import ResNet50_Weights
 
     url = ResNet50_Weights.IMAGENET1K_V1.url
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
+    path = os.path.expanduser(given) if given else cache
     if not os.path.isfile(path):
-        raise LnlError(f"resnet50 pretrained=True needs torchvision's ImageNet weights at {path} (missing): "
-                       f"download {url} into $TORCH_HOME/hub/checkpoints/ (TORCH_HOME now "
-                       f"{os.environ.get('TORCH_HOME', 'unset, default ~/.cache/torch')})")
+        raise LnlError(f"resnet50 pretrained=True needs torchvision's ImageNet weights: none at {path}; download "
+                       f"{url} into torchvision's cache {cache} (TORCH_HOME now "
+                       f"{os.environ.get('TORCH_HOME', 'unset, default ~/.cache/torch')}) or give the file as "
+                       "--hp 'model_kwargs={pretrained: true, weights: PATH}'")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated download or not a checkpoint at all
@@ -241,12 +243,13 @@ def _bad_weights(path: str, url: str, exc: Exception) -> LnlError:
 
 
 @register_model("resnet50")
-def resnet50(num_classes: int, in_channels: int = 3, image_size: int = 32, pretrained: bool = False
-             ) -> TorchvisionResNet50:
+def resnet50(num_classes: int, in_channels: int = 3, image_size: int = 32, pretrained: bool = False,
+             weights: str | None = None) -> TorchvisionResNet50:
     """torchvision ResNet-50 with a new num_classes-way fc (Clothing1M: ImageNet-pretrained, 14 classes).
 
     ``pretrained=True`` loads IMAGENET1K_V1 (``resnet50-0676ba61.pth``) from ``torch.hub.get_dir()/checkpoints``
-    only, and raises :class:`LnlError` if it is missing: no download and no silent random init. The trunk
+    only (or from the file ``weights``, a path, for machines without that cache), and raises
+    :class:`LnlError` naming both if it is missing: no download and no silent random init. The trunk
     keeps torchvision's init (Kaiming-normal fan_out convs); the new head keeps PyTorch's default Linear
     init, as DivideMix's ``Train_clothing1M.py`` (``model.fc = nn.Linear(2048, 14)``). Any ``image_size`` >= 32
     works (torchvision pools adaptively); Clothing1M uses 224. ``in_channels`` != 3 gets a fresh stem conv.
@@ -254,10 +257,12 @@ def resnet50(num_classes: int, in_channels: int = 3, image_size: int = 32, pretr
     check_build_args("resnet50", num_classes, in_channels, image_size, 32)
     if pretrained and in_channels != 3:
         raise LnlError(f"model 'resnet50': pretrained=True needs in_channels=3 (ImageNet), got {in_channels}")
-    weights = _imagenet_weights() if pretrained else None  # a missing file fails before the (slow) build
+    if weights is not None and not pretrained:
+        raise LnlError("model 'resnet50': weights=PATH is the ImageNet file of pretrained=True; add it")
+    loaded = _imagenet_weights(weights) if pretrained else None  # a missing file fails before the (slow) build
     model = TorchvisionResNet50(num_classes, in_channels)
-    if weights is not None:
-        path, url, state = weights
+    if loaded is not None:
+        path, url, state = loaded
         try:
             model.backbone.load_state_dict(state, strict=True)
         except RuntimeError as exc:  # another network's file under the expected name

@@ -1,4 +1,4 @@
-"""``lnlbench perf``: five performance figures, each a ratio of two things measured side by side in one process.
+"""``lnlbench perf``: six performance figures, each a ratio of two things measured side by side in one process.
 
 1. **engine overhead**: CE epochs through the engine's trial path (``run_trial``:
    ``MethodContext.batches/augment/step``) against a bare hand-written PyTorch loop on the same model,
@@ -15,9 +15,12 @@
    the executor's overhead per trial (everything but the engine's epochs: actor start, data, Tune).
 5. **memory**: peak host RSS and peak device memory of one short trial per method, each trial in a fresh
    process (so peaks do not mix).
+6. **streaming**: the streaming data path's images/s against the on-device path on CIFAR-sized images, and
+   224-px JPEG decoding images/s per DataLoader worker (:mod:`.streaming`), to size ``cpus_per_worker``.
 
 The package: :mod:`.common` (sizes, synthetic data, timing), :mod:`.inprocess` (1-3), :mod:`.trials` (4
-and 5, whole trials in Ray or fresh processes; Ray only through :mod:`lnlbench.runner`), :mod:`.run`
+and 5, whole trials in Ray or fresh processes; Ray only through :mod:`lnlbench.runner`), :mod:`.streaming`
+(6), :mod:`.run`
 (:func:`run_perf`), :mod:`.report` (the text report). Each imports only those before it: no circle.
 
 Data are synthetic CIFAR-shaped uint8 images (a colour template per class plus noise; nothing is

@@ -102,11 +102,23 @@ def memory_lines(mem: dict[str, Any]) -> list[str]:
     return lines
 
 
+def streaming_lines(s: dict[str, Any]) -> list[str]:
+    j = s["jpeg"]
+    per = ", ".join(f"{r['workers']} worker(s) {r['img_s']:,.0f} img/s ({r['per_worker_img_s']:,.0f} per worker)"
+                    for r in j["rows"])
+    return [f"6. streaming: {s['ratio']:.2f}× the on-device path's images/s (CIFAR-sized, {s['device']})",
+            f"   streamed from host memory ({s['num_workers']} DataLoader workers, pinned, moved per batch) "
+            f"{s['stream_img_s']:,.0f} img/s vs on the device {s['device_img_s']:,.0f} img/s; {s['n_images']} "
+            f"32-px images, batch {s['batch_size']}, crop+flip+normalise on the device, worker start-up counted",
+            f"   224-px JPEGs ({j['file_size'][0]}x{j['file_size'][1]} files -> {j['canvas']} canvas -> {j['crop']} "
+            f"crop): {per}; {j['n_images']} files, batch {j['batch_size']}"]
+
+
 def render(r: dict[str, Any]) -> str:
     """The whole report as text."""
     lines = header(r)
     sections = (("engine_overhead", engine_lines), ("augmentation", augment_lines), ("method_cost", method_lines),
-                ("grid_packing", grid_lines), ("memory", memory_lines))
+                ("grid_packing", grid_lines), ("memory", memory_lines), ("streaming", streaming_lines))
     for key, fn in sections:
         if key in r:
             lines += ["", *fn(r[key])]

@@ -1,4 +1,4 @@
-"""``run_perf``: the five measurements of ``lnlbench perf`` in order, with the machine they ran on."""
+"""``run_perf``: the six measurements of ``lnlbench perf`` in order, with the machine they ran on."""
 from __future__ import annotations
 
 import os
@@ -20,6 +20,7 @@ from lnlbench.results import git_commit, host, versions
 from . import trials
 from .common import SCHEMA, Sizes, cores
 from .inprocess import augmentation, engine_overhead, method_cost
+from .streaming import streaming
 
 
 # -- all of it -------------------------------------------------------------------------------------------
@@ -44,7 +45,7 @@ def machine_info(dev: torch.device) -> dict[str, Any]:
 
 def run_perf(sizes: Sizes, device: str = "auto", skip_ray: bool = False, executors: list[str] | None = None,
              methods: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The five measurements (memory trials in fresh processes, grid trials in Ray's); every figure."""
+    """The six measurements (memory trials in fresh processes, grid trials in Ray's); every figure."""
     t0 = time.perf_counter()
     dev = pick_device(device)
     for m in methods or []:
@@ -60,9 +61,10 @@ def run_perf(sizes: Sizes, device: str = "auto", skip_ray: bool = False, executo
             ("method_cost", lambda: method_cost(work, sizes, device, methods)),
             ("grid_packing", lambda: {"skipped": "--skip-ray"} if skip_ray
              else trials.grid_packing(work, sizes, device, executors)),
-            ("memory", lambda: trials.memory(work, sizes, device, methods))]
+            ("memory", lambda: trials.memory(work, sizes, device, methods)),
+            ("streaming", lambda: streaming(work, sizes, device))]
         for i, (key, fn) in enumerate(steps, 1):
-            log(f"perf: {i}/5 {key.replace('_', ' ')} ...")
+            log(f"perf: {i}/{len(steps)} {key.replace('_', ' ')} ...")
             t = time.perf_counter()
             out[key] = {**fn(), "measure_s": time.perf_counter() - t}
     out["machine"]["load_average_end"] = list(os.getloadavg())

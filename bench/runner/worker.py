@@ -186,10 +186,10 @@ def shared_loader(refs: dict[str, Any] | None) -> DatasetLoader:
     downstream can trip on a read-only array.
     """
     def load(name: str, data_root: str | None = None, data_file: str | None = None,
-             download: bool = False, options: dict | None = None) -> DatasetInfo:
+             download: bool = False, options: dict | None = None, stream: bool | None = None) -> DatasetInfo:
         ref = (refs or {}).get(dataset_key(name, data_root, data_file, options))
-        if ref is None:
-            return load_dataset(name, data_root, data_file, download, options)
+        if ref is None or stream is not None:  # the driver loaded the dataset's own choice (stream unset)
+            return load_dataset(name, data_root, data_file, download, options, stream)
         info = ray.get(ref)
         labels = {f.name: getattr(info, f.name).copy() for f in dataclasses.fields(info)
                   if f.name.startswith("y_") and getattr(info, f.name) is not None}
