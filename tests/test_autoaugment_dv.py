@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lnlbench.components import autoaugment as aa
+from lnlbench.components import autoaugment_dv as aa
 
 Image = pytest.importorskip("PIL.Image")
 from PIL import ImageEnhance, ImageOps  # noqa: E402
