@@ -29,8 +29,8 @@ warm-up (digits B 32, warm-up 10; CIFAR-10 B 64, warm-up 5), λ_u 25 as DivideMi
 
 Deviations:
 - Strong views: crop + flip + AutoAugment's CIFAR-10 policy as one batched transform on the device
-  (:mod:`lnlbench.components.autoaugment_dv`: the photometric ops match PIL within 1 grey level, the geometric ones
-  sample bilinearly); ``strong_augment="complex"`` is MOIT's SimCLR-style transform, ``"weak"`` the dataset's
+  (:mod:`lnlbench.components.autoaugment` ``UNICON_POLICY``: DeepVoltaire's magnitudes, signs, fill 128 and
+  bicubic shears, the ops equal to PIL's up to rounding); ``strong_augment="complex"`` is MOIT's SimCLR-style transform, ``"weak"`` the dataset's
   crop/flip. Under a protocol without augmentation (``mini`` CIFAR-10), or for non-RGB images, every view is
   the trial's transform. The official Tiny-ImageNet strong views add a colour jitter before the policy, and
   Clothing1M's use ImageNetPolicy; neither is here.
@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from lnlbench.components import ensemble_logits, linear_rampup, mixmatch, soft_cross_entropy
 from lnlbench.components.augment import ComplexAugment
-from lnlbench.components.autoaugment_dv import cifar10_autoaugment
+from lnlbench.components.autoaugment import UNICON_POLICY, autoaugment_cifar10
 from lnlbench.components.projection import ProjectionNet, simclr_loss
 from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
@@ -182,7 +182,7 @@ class UNICON(Method):
         if how == "weak" or not ctx.augments or x.shape[1] != 3:
             return ctx.augment(x)
         if how == "autoaugment":
-            return ctx.normalize(cifar10_autoaugment(ctx.crop_flip(x), ctx.aug_generator))
+            return ctx.normalize(autoaugment_cifar10(ctx.crop_flip(x), ctx.aug_generator, UNICON_POLICY))
         return ctx.normalize(self._complex(x, ctx.aug_generator))
 
     def _warmup(self, net: torch.nn.Module, opt: torch.optim.Optimizer) -> torch.Tensor:

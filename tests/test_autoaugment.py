@@ -1,5 +1,6 @@
-"""The batched strong-augmentation ops against PIL's (which the official SOP+ and DISC pipelines call per image),
-each sample taking its own op, and the two policies' draws (shapes, dtype, determinism, probability 0 = identity)."""
+"""The batched strong-augmentation ops against PIL's (which the official SOP+, UNICON and DISC pipelines call per
+image), each sample taking its own op; UNICON's fill, bicubic shears and fractional translates; the policy tables,
+magnitudes and signs of SOP's and DeepVoltaire's readings; the draws (shapes, dtype, determinism)."""
 from __future__ import annotations
 
 import numpy as np
@@ -85,3 +86,105 @@ def test_autoaugment_magnitudes_follow_sops_level_mapping():
     assert aa.autoaug_magnitude("solarize", 2) == 256 - 51 and aa.autoaug_magnitude("posterize", 7) == 2
     assert aa.autoaug_magnitude("shear_y", 8) == pytest.approx(0.24)
     assert aa.autoaug_magnitude("brightness", 9) == pytest.approx(1.72)
+
+
+def _pair(smooth: bool):
+    if smooth:  # geometric ops: a smooth image
+        yy, xx = np.mgrid[0:32, 0:32]
+        img = np.stack([xx * 8, yy * 8, (xx + yy) * 4], -1).clip(0, 255).astype(np.uint8)
+    else:
+        img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        img[:8] = 40  # a flat band, so equalize and autocontrast see repeated values
+    return Image.fromarray(img), torch.from_numpy(img).permute(2, 0, 1)[None].float()
+
+
+def _diff(name: str, mag: float, x: torch.Tensor, ref, **kw) -> np.ndarray:
+    out = aa.apply_ops(x, torch.tensor([aa.OP[name]]), torch.tensor([mag], dtype=torch.float64), **kw)
+    return np.abs(out[0].permute(1, 2, 0).numpy().astype(int) - np.asarray(ref).astype(int))
+
+
+@pytest.mark.parametrize("f", [0.5, 1.7])  # UNICON's factors 1 ± m
+def test_enhancements_match_pil_within_one_level(f):
+    pil, x = _pair(False)
+    for name, enh in (("brightness", ImageEnhance.Brightness), ("color", ImageEnhance.Color),
+                      ("contrast", ImageEnhance.Contrast), ("sharpness", ImageEnhance.Sharpness)):
+        assert _diff(name, f, x, enh(pil).enhance(f)).max() <= 1, name
+
+
+def test_value_ops_match_pil_exactly():
+    pil, x = _pair(False)
+    for name, mag, ref in (("posterize", 5.0, ImageOps.posterize(pil, 5)),
+                           ("solarize", 200.0, ImageOps.solarize(pil, 200)),
+                           ("solarize", 199.11, ImageOps.solarize(pil, 199.11)),  # UNICON's fractional thresholds
+                           ("equalize", 0.0, ImageOps.equalize(pil)), ("autocontrast", 0.0, ImageOps.autocontrast(pil)),
+                           ("invert", 0.0, ImageOps.invert(pil))):
+        assert _diff(name, mag, x, ref).max() == 0, name
+
+
+@pytest.mark.parametrize("smooth", [True, False])
+def test_unicon_geometric_ops_follow_pil_with_fill_128(smooth):
+    pil, x = _pair(smooth)
+    fill = (128, 128, 128)
+    for t in (0.25 * 32, -0.25 * 32, 150 / 331 * 32, -5.3):  # whole and fractional pixels, nearest: exact
+        assert _diff("translate_x", t, x, pil.transform(pil.size, Image.AFFINE, (1, 0, t, 0, 1, 0),
+                                                        fillcolor=fill), fill=128.0).max() == 0
+        assert _diff("translate_y", t, x, pil.transform(pil.size, Image.AFFINE, (1, 0, 0, 0, 1, t),
+                                                        fillcolor=fill), fill=128.0).max() == 0
+    for m in (0.3, -0.3, -0.2):  # PIL's bicubic: one level at most, on few pixels
+        for name, coeffs in (("shear_x", (1, m, 0, 0, 1, 0)), ("shear_y", (1, 0, 0, m, 1, 0))):
+            d = _diff(name, m, x, pil.transform(pil.size, Image.AFFINE, coeffs, Image.BICUBIC, fillcolor=fill),
+                      fill=128.0, shear="bicubic")
+            assert d.max() <= 1 and (d > 0).mean() < 0.01, (name, m)
+    rot = pil.convert("RGBA").rotate(20.0)  # the official rotate_with_fill
+    ref = Image.composite(rot, Image.new("RGBA", rot.size, (128,) * 4), rot).convert("RGB")
+    assert (_diff("rotate", 20.0, x, ref, fill=128.0) > 1).mean() < 0.01  # counter-clockwise, nearest
+    assert _diff("rotate", 20.0, x, ref, fill=128.0).mean() < 4 < _diff("rotate", -20.0, x, ref, fill=128.0).mean()
+
+
+def test_policy_tables_and_dv_magnitudes():
+    assert len(aa.AUTOAUG_CIFAR10_DV) == len(aa.AUTOAUG_CIFAR10) == 25
+    assert aa.AUTOAUG_CIFAR10_DV[1] == (("rotate", 0.7, 2), ("translate_x", 0.3, 9))
+    diff = [i for i, (a, b) in enumerate(zip(aa.AUTOAUG_CIFAR10, aa.AUTOAUG_CIFAR10_DV)) if a != b]
+    assert diff == [13] and aa.AUTOAUG_CIFAR10_DV[13][1] == ("color", 0.2, 8)
+    assert aa.dv_magnitude("posterize", 7) == 5.0 and aa.dv_magnitude("solarize", 9) == 0.0  # round(linspace(8, 4))[7]
+    assert aa.dv_magnitude("translate_x", 9) == pytest.approx(150 / 331)
+    assert aa.dv_magnitude("rotate", 2) == pytest.approx(20 / 3) and aa.dv_magnitude("color", 9) == pytest.approx(0.9)
+
+
+def _drawn(monkeypatch, policy, n: int = 512):
+    """(op, magnitude, fill, shear) of every applied op of ``n`` draws of ``policy``."""
+    seen, real = [], aa.apply_ops
+
+    def spy(x, op, mag, generator=None, cutout_fill=127.0, fill=0.0, shear="nearest"):
+        seen.extend((int(o), float(m), fill, shear) for o, m in zip(op, mag) if int(o) != 0)
+        return real(x, op, mag, generator, cutout_fill, fill, shear)
+
+    monkeypatch.setattr(aa, "apply_ops", spy)
+    aa.autoaugment_cifar10(torch.zeros(n, 3, 32, 30, dtype=torch.uint8), torch.Generator().manual_seed(0), policy)
+    return seen
+
+
+def _mags(seen, name: str) -> set[float]:
+    return {round(m, 4) for o, m, _, _ in seen if o == aa.OP[name]}
+
+
+def test_each_reading_keeps_its_signs_units_fill_and_sampling(monkeypatch):
+    uni = _drawn(monkeypatch, aa.UNICON_POLICY)
+    assert {(f, s) for _, _, f, s in uni} == {(128.0, "bicubic")}
+    assert _mags(uni, "rotate") == {round(20 / 3, 4)}  # never mirrored
+    assert _mags(uni, "translate_y") == {round(s * 150 / 331 * k / 9 * 32, 4) for s in (1, -1) for k in (3, 9)}
+    assert _mags(uni, "translate_x") == {round(s * 150 / 331 * k / 9 * 30, 4) for s in (1, -1) for k in (8, 9)}
+    assert _mags(uni, "sharpness") == {round(1 + s * 0.1 * k, 4) for s in (1, -1) for k in (1, 3, 5, 6, 9)}
+    sop = _drawn(monkeypatch, aa.SOP_POLICY)
+    assert {(f, s) for _, _, f, s in sop} == {(0.0, "nearest")}
+    assert _mags(sop, "rotate") == {6.0, -6.0} and _mags(sop, "translate_x") == {9.0, -9.0, 8.0, -8.0}
+    assert _mags(sop, "sharpness") == {round(0.1 + 0.18 * k, 4) for k in (1, 3, 5, 6, 9)}  # unsigned factors
+
+
+def test_each_image_draws_its_own_sub_policy_and_the_generator_fixes_it():
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    a = aa.autoaugment_cifar10(x, torch.Generator().manual_seed(1), aa.UNICON_POLICY)
+    b = aa.autoaugment_cifar10(x, torch.Generator().manual_seed(1), aa.UNICON_POLICY)
+    assert torch.equal(a, b) and a.dtype == torch.uint8 and a.shape == x.shape
+    changed = (a != x).flatten(1).any(1)
+    assert 0.5 < changed.float().mean() < 1  # most images change, a few draw no applied op

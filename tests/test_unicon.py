@@ -130,7 +130,7 @@ def test_unlabeled_batch_is_b_over_twice_the_selection_rate(monkeypatch):
 
 
 def test_strong_view_is_crop_flip_then_the_autoaugment_policy_on_rgb():
-    from lnlbench.components.autoaugment import cifar10_autoaugment
+    from lnlbench.components.autoaugment import UNICON_POLICY, autoaugment_cifar10
 
     x = torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     ctx = MethodContext(train=TrainSet(x=x, y=torch.arange(8) % 4), num_classes=4, image_shape=(3, 8, 8),
@@ -140,7 +140,7 @@ def test_strong_view_is_crop_flip_then_the_autoaugment_policy_on_rgb():
     state = ctx.aug_generator.get_state()
     got = m.strong(x)
     ctx.aug_generator.set_state(state)
-    want = ctx.normalize(cifar10_autoaugment(ctx.crop_flip(x), ctx.aug_generator))
+    want = ctx.normalize(autoaugment_cifar10(ctx.crop_flip(x), ctx.aug_generator, UNICON_POLICY))
     assert torch.equal(got, want)
     weak = uc.UNICON(build_hparams(uc.UNICONHparams, {"model": "mlp", "proj_dim": 4, "strong_augment": "weak"}), ctx)
     ctx.aug_generator.set_state(state)

@@ -9,12 +9,12 @@
 - :mod:`.cotrain`: two-network helpers (ensemble prediction; the forget-rate source, Adam plan, small-loss
   exchange and disagreement set that Co-teaching, Co-teaching+ and JoCoR share)
 - :mod:`.heads`: an extra head beside the classifier on a backbone's pooled features (CAR, MOIT)
-- :mod:`.autoaugment_dv`: AutoAugment's CIFAR-10 policy with DeepVoltaire's magnitudes, batched on the device (UNICON's strong views)
 - :mod:`.layerwise`: a network's ordered stages, re-initialising the last ones, training only some (PES)
 - :mod:`.transition`: class-transition matrices: the anchor-point estimator, forward/backward corrected and
   importance-reweighted losses, a method's own noisy hold-out split (Forward, Backward, T-Revision)
 - :mod:`.knn`, :mod:`.projection`, :mod:`.augment`: MOIT's kNN detection, projection head and memory, batched SimCLR-style views
-- :mod:`.autoaugment`: batched PIL-equivalent strong augmentation (AutoAugment CIFAR-10 policy, RandAugment pool, Cutout): SOP+, DISC
+- :mod:`.autoaugment`: batched PIL-equivalent strong augmentation (AutoAugment's CIFAR-10 policy as SOP+'s and
+  UNICON's code read it, DISC's RandAugment pool, Cutout): SOP+, UNICON, DISC
 """
 from .clipping import clipped_step
 from .cotrain import ensemble_logits

@@ -5,24 +5,36 @@ whole batch as tensor ops, the sample's own op picked by ``torch.where`` (no per
 The ops follow PIL's (what the official pipelines call on each image) on uint8-valued images: ``ImageOps``
 autocontrast / equalize / invert / posterize / solarize, ``ImageEnhance`` brightness / color / contrast /
 sharpness (blend with the degenerate image, truncated to uint8 as PIL's ``Image.blend``), and the affine ops
-(shear, translate, rotate about the centre) with nearest sampling at pixel centres and zero fill, as
-``Image.transform(AFFINE)`` / ``Image.rotate``.
+(shear, translate, rotate about the centre) as ``Image.transform(AFFINE)`` / ``Image.rotate`` at pixel centres:
+nearest sampling, or PIL's bicubic (a = −1 cubic, border-clamped taps, truncated) for UNICON's shears, with a
+fill colour (PIL's default 0; UNICON's 128).
 
-Policies:
-- :data:`AUTOAUG_CIFAR10` (SOP+): ``shengliu66/SOP`` ``data_loader/augmentation_archive.py``
-  ``autoaug_paper_cifar10`` through its ``autoaug2arsaug`` level mapping (levels 0–9 of 10: shear 0.3·l/10,
-  translate l pixels, rotate ⌊30·l/10⌋°, solarize at 256 − ⌊25.6·l⌋, posterize to 4 − ⌊0.4·l⌋ bits, enhance
-  factors 0.1 + 0.18·l), one sub-policy per image, each op with its probability; shear, translate and rotate
-  take a random sign (``augmentations.py``, ``random_mirror``).
+Policies (:class:`AutoAugmentPolicy`; the two official readings of the same paper policy differ in more than
+magnitudes, so each keeps its own behaviour):
+- :data:`SOP_POLICY` (SOP+): ``shengliu66/SOP`` ``data_loader/augmentation_archive.py`` ``autoaug_paper_cifar10``
+  through ``autoaug2arsaug`` (levels 0–9 of 10: shear 0.3·l/10, translate l pixels, rotate ⌊30·l/10⌋°,
+  solarize at 256 − ⌊25.6·l⌋, posterize to 4 − ⌊0.4·l⌋ bits, enhance factors 0.1 + 0.18·l); shear, translate
+  and rotate take a random sign (``augmentations.py``, ``random_mirror``); nearest sampling, fill 0.
+- :data:`UNICON_POLICY` (UNICON): ``nazmul-karim170/UNICON-Noisy-Label`` ``autoaugment.py`` (DeepVoltaire's
+  ``CIFAR10Policy`` / ``SubPolicy``): magnitude index i of ``linspace`` over 10 (shear 0.3·i/9, translate
+  (150/331)·i/9 of the width / height, rotate 30·i/9°, posterize round(8 − 4i/9) bits, solarize at
+  256 − 256i/9, enhance factors 1 ± 0.9·i/9); random signs on shear, translate and the enhancements, never
+  on rotate (counter-clockwise); bicubic shears, nearest translate and rotate, fill 128; one table cell
+  differs from SOP's (sub-policy 13's colour level 8, SOP 6).
 - :func:`randaugment_ops` (DISC): ``JackYFL/DISC`` ``datasets/randaugment.py`` ``RandAugmentwogeo(n=2, m=5)`` on
   ``new_augment_pool``: n ops drawn with replacement, each with magnitude v ∈ {1, …, m − 1} and applied with
   probability 1/2, then ``CutoutAbs`` of ⌊0.15·size⌋ pixels in grey (127).
 
 Differences from PIL, all sub-pixel or rounding: greyscale is round(0.299R + 0.587G + 0.114B) (PIL's integer
 formula rounds the same way up to ties); ``rotate`` builds PIL's matrix in float64 without its 15-digit
-rounding. Single-channel images take every op; ``color`` is the identity on them.
+rounding (a pixel on an edge may land on the other side); a sub-policy's op applies when U < p (SOP's code
+U ≤ p; equal only on a measure-zero draw). Single-channel images take every op; ``color`` is the identity on
+them.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +45,11 @@ OPS = ("identity", "autocontrast", "equalize", "invert", "posterize", "solarize"
 OP = {name: i for i, name in enumerate(OPS)}
 GEOMETRIC = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
 SIGNED = GEOMETRIC + ("solarize_add",)
+
+
+def _is(op: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
+    """Whether each sample's op id is one of ``names``."""
+    return torch.stack([op == OP[n] for n in names]).any(0)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -92,21 +109,47 @@ def sharpen_degenerate(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def affine_nearest(x: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
-    """``Image.transform(AFFINE, (a, b, c, d, e, f), NEAREST)``: output pixel (x, y) reads the input at
-    (a·x' + b·y' + c, d·x' + e·y' + f), x' = x + 0.5 (pixel centres), floored; outside → 0."""
-    b, ch, h, w = x.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=mat.dtype) + 0.5,
-                            torch.arange(w, device=x.device, dtype=mat.dtype) + 0.5, indexing="ij")
-    m = mat.view(b, 6, 1, 1)
+def _sources(mat: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each output pixel reads the input under PIL's affine coefficients (B, 6): output pixel (x, y) reads
+    (a·x' + b·y' + c, d·x' + e·y' + f) at its centre x' = x + 0.5; and whether that point lies inside."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=mat.device, dtype=mat.dtype) + 0.5,
+                            torch.arange(w, device=mat.device, dtype=mat.dtype) + 0.5, indexing="ij")
+    m = mat.view(-1, 6, 1, 1)
     xin = m[:, 0] * xs + m[:, 1] * ys + m[:, 2]
     yin = m[:, 3] * xs + m[:, 4] * ys + m[:, 5]
-    valid = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
-    xi = torch.floor(xin).long().clamp(0, w - 1)
-    yi = torch.floor(yin).long().clamp(0, h - 1)
-    idx = (yi * w + xi).view(b, 1, h * w).expand(b, ch, h * w)
-    out = x.reshape(b, ch, h * w).gather(2, idx).view(b, ch, h, w)
-    return torch.where(valid.unsqueeze(1), out, torch.zeros((), dtype=x.dtype, device=x.device))
+    return xin, yin, (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
+
+
+def _taps(x: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+    """x at integer source pixels (B, H, W), clamped to the border (PIL's XCLIP / YCLIP)."""
+    b, ch, h, w = x.shape
+    idx = (yi.long().clamp(0, h - 1) * w + xi.long().clamp(0, w - 1)).view(b, 1, h * w).expand(b, ch, h * w)
+    return x.reshape(b, ch, h * w).gather(2, idx).view(b, ch, h, w)
+
+
+def affine_nearest(x: torch.Tensor, mat: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+    """``Image.transform(AFFINE, (a, b, c, d, e, f), NEAREST, fillcolor=fill)`` (also ``Image.rotate``): the
+    source point of :func:`_sources`, floored; outside → ``fill``."""
+    xin, yin, valid = _sources(mat, x.shape[2], x.shape[3])
+    out = _taps(x, torch.floor(xin), torch.floor(yin))
+    return torch.where(valid.unsqueeze(1), out, torch.full((), fill, dtype=x.dtype, device=x.device))
+
+
+def _cubic(v1, v2, v3, v4, d: torch.Tensor) -> torch.Tensor:
+    """PIL's ``BICUBIC`` interpolation polynomial (``libImaging/Geometry.c``; the a = −1 cubic convolution)."""
+    d = d.unsqueeze(1)
+    return v2 + d * ((v3 - v1) + d * ((2 * (v1 - v2) + v3 - v4) + d * (v2 - v1 - v3 + v4)))
+
+
+def affine_bicubic(x: torch.Tensor, mat: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+    """``Image.transform(AFFINE, …, BICUBIC, fillcolor=fill)`` (UNICON's shears): a source point inside the image
+    takes the 4×4 cubic of its neighbours (border-clamped) about (x − ½, y − ½), rounded to uint8; outside → fill."""
+    xin, yin, valid = _sources(mat, x.shape[2], x.shape[3])
+    fx, fy = xin - 0.5, yin - 0.5
+    x0, y0 = torch.floor(fx), torch.floor(fy)
+    rows = [_cubic(*(_taps(x, x0 + j, y0 + i) for j in (-1, 0, 1, 2)), (fx - x0).to(x.dtype)) for i in (-1, 0, 1, 2)]
+    out = torch.floor(_cubic(*rows, (fy - y0).to(x.dtype)).clamp(0.0, 255.0))
+    return torch.where(valid.unsqueeze(1), out, torch.full((), fill, dtype=x.dtype, device=x.device))
 
 
 def affine_matrices(op: torch.Tensor, mag: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -153,15 +196,22 @@ def cutout_centered(x: torch.Tensor, length: int, fill: float, generator: torch.
 
 
 def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor, generator: torch.Generator | None = None,
-              cutout_fill: float = 127.0) -> torch.Tensor:
+              cutout_fill: float = 127.0, fill: float = 0.0, shear: str = "nearest") -> torch.Tensor:
     """One op per sample (``op`` ids into :data:`OPS`, magnitudes in the op's own unit: factor, bits,
-    threshold, pixels, degrees, shear) on uint8-valued float images; identity where ``op`` is 0."""
+    threshold, pixels, degrees, shear) on uint8-valued float images; identity where ``op`` is 0.
+
+    ``fill`` is the geometric ops' outside colour (PIL's default 0; UNICON's 128); ``shear`` their sampling
+    for shear_x / shear_y, ``"nearest"`` (PIL's default) or ``"bicubic"`` (UNICON's); the others are nearest."""
+    if shear not in ("nearest", "bicubic"):
+        raise ValueError(f"shear sampling must be 'nearest' or 'bicubic', got {shear!r}")
     _, _, h, w = x.shape
     sel = {name: (op == i).view(-1, 1, 1, 1) for i, name in enumerate(OPS)}
-    geo = torch.zeros_like(op, dtype=torch.bool)
-    for name in GEOMETRIC:
-        geo |= op == OP[name]
-    out = torch.where(geo.view(-1, 1, 1, 1), affine_nearest(x, affine_matrices(op, mag, h, w)), x)
+    geo = _is(op, GEOMETRIC)
+    mat = affine_matrices(op, mag, h, w)  # in float64 (a float64 ``mag`` keeps PIL's edges exactly)
+    mag = mag.to(x.dtype)
+    out = torch.where(geo.view(-1, 1, 1, 1), affine_nearest(x, mat, fill), x)
+    if shear == "bicubic":
+        out = torch.where(_is(op, ("shear_x", "shear_y")).view(-1, 1, 1, 1), affine_bicubic(x, mat, fill), out)
     gray = _gray(x)
     mean = torch.round(gray.mean((1, 2, 3), keepdim=True))
     cand = {
@@ -199,6 +249,9 @@ AUTOAUG_CIFAR10 = (
     (("autocontrast", 0.9, 2), ("solarize", 0.8, 3)), (("equalize", 0.8, 8), ("invert", 0.1, 3)),
     (("translate_y", 0.7, 9), ("autocontrast", 0.9, 1)),
 )
+# DeepVoltaire's ``CIFAR10Policy`` (UNICON): the paper's table, where SOP's differs in one cell (sub-policy 13's
+# colour level: 8, SOP 6)
+AUTOAUG_CIFAR10_DV = AUTOAUG_CIFAR10[:13] + ((("brightness", 0.9, 6), ("color", 0.2, 8)),) + AUTOAUG_CIFAR10[14:]
 
 
 def autoaug_magnitude(name: str, level: int) -> float:
@@ -209,33 +262,71 @@ def autoaug_magnitude(name: str, level: int) -> float:
     return float(table.get(name, 0.1 + 1.8 * level / 10))
 
 
+def dv_magnitude(name: str, level: int) -> float:
+    """DeepVoltaire's ``SubPolicy.ranges`` (index 0–9 into ``linspace(lo, hi, 10)``): shear 0.3·i/9, translate
+    (150/331)·i/9 of the image size, rotate 30·i/9°, posterize round(8 − 4i/9) bits, solarize at 256 − 256i/9,
+    enhancements the offset 0.9·i/9 from factor 1 (the sign is drawn per image)."""
+    table = {"shear_x": 0.3 * level / 9, "shear_y": 0.3 * level / 9, "rotate": 30.0 * level / 9,
+             "translate_x": 150 / 331 * level / 9, "translate_y": 150 / 331 * level / 9,
+             "posterize": float(round(8 - 4 * level / 9)), "solarize": 256 - 256 * level / 9}
+    return float(table.get(name, 0.9 * level / 9))
+
+
+@dataclass(frozen=True)
+class AutoAugmentPolicy:
+    """One implementation's reading of AutoAugment's CIFAR-10 policy: its table, level mapping, which ops draw
+    a random sign, the geometric fill and shear sampling, whether the enhancement magnitude is an offset from
+    factor 1 (DeepVoltaire: 1 ± m) and whether translate is a fraction of the image size."""
+
+    table: tuple
+    magnitude: Callable[[str, int], float]
+    signed: tuple[str, ...]
+    fill: float = 0.0
+    shear: str = "nearest"
+    enhance_offset: bool = False
+    relative_translate: bool = False
+
+
+ENHANCE = ("brightness", "color", "contrast", "sharpness")
+# the two official readings (module docstring): SOP+'s and UNICON's (DeepVoltaire's ``SubPolicy``)
+SOP_POLICY = AutoAugmentPolicy(AUTOAUG_CIFAR10, autoaug_magnitude, GEOMETRIC)
+UNICON_POLICY = AutoAugmentPolicy(AUTOAUG_CIFAR10_DV, dv_magnitude,
+                                  ("shear_x", "shear_y", "translate_x", "translate_y") + ENHANCE, fill=128.0,
+                                  shear="bicubic", enhance_offset=True, relative_translate=True)
+
+
 def _table(policy) -> torch.Tensor:
     """(P, 2, 3) float table of a policy: op id, probability, magnitude per slot."""
-    return torch.tensor([[[OP[n], p, autoaug_magnitude(n, lv)] for n, p, lv in sub] for sub in policy],
+    return torch.tensor([[[OP[n], p, policy.magnitude(n, lv)] for n, p, lv in sub] for sub in policy.table],
                         dtype=torch.float64)
 
 
-def _signed(op: torch.Tensor, mag: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """A random sign (½ each) on the magnitudes of the signed ops."""
-    signed = torch.zeros_like(op, dtype=torch.bool)
-    for name in SIGNED:
-        signed |= op == OP[name]
+def _signed(op: torch.Tensor, mag: torch.Tensor, generator: torch.Generator | None,
+            names: tuple[str, ...] = SIGNED) -> torch.Tensor:
+    """A random sign (½ each) on the magnitudes of the ops in ``names``."""
     flip = torch.rand(op.shape, device=op.device, generator=generator) < 0.5
-    return torch.where(signed & flip, -mag, mag)
+    return torch.where(_is(op, names) & flip, -mag, mag)
 
 
-def autoaugment_cifar10(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """AutoAugment's CIFAR-10 policy on a uint8 batch (one sub-policy per image); returns uint8."""
-    table = _table(AUTOAUG_CIFAR10).to(x.device)
-    b = x.shape[0]
+def autoaugment_cifar10(x: torch.Tensor, generator: torch.Generator | None = None,
+                        policy: AutoAugmentPolicy = SOP_POLICY) -> torch.Tensor:
+    """AutoAugment's CIFAR-10 policy on a uint8 batch (one sub-policy per image, each op applied with its
+    probability) as ``policy`` implements it (:data:`SOP_POLICY`, :data:`UNICON_POLICY`); returns uint8."""
+    table = _table(policy).to(x.device)
+    b, _, h, w = x.shape
     pick = torch.randint(0, table.shape[0], (b,), device=x.device, generator=generator)
     out = x.float()
     for slot in range(2):
         row = table[pick, slot]
         op = row[:, 0].long()
-        keep = torch.rand(b, device=x.device, generator=generator, dtype=torch.float64) <= row[:, 1]
+        keep = torch.rand(b, device=x.device, generator=generator, dtype=torch.float64) < row[:, 1]
         op = torch.where(keep, op, 0)
-        out = apply_ops(out, op, _signed(op, row[:, 2].float(), generator), generator)
+        mag = _signed(op, row[:, 2], generator, policy.signed)
+        if policy.enhance_offset:
+            mag = torch.where(_is(op, ENHANCE), 1.0 + mag, mag)
+        if policy.relative_translate:
+            mag = mag * torch.where(op == OP["translate_x"], w, torch.where(op == OP["translate_y"], h, 1))
+        out = apply_ops(out, op, mag, generator, fill=policy.fill, shear=policy.shear)
     return out.to(torch.uint8)
 
 
