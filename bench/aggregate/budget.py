@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from lnlbench.errors import LnlError
+
 from .labels import match_key, method_name, network_name
 
 MARK = "‡"
@@ -72,8 +74,8 @@ def paper_budget(method: str, dataset: str, noise: str, rate: float | None) -> B
         if method not in METHODS:
             return None
         hp = METHODS.get(method).preset_hparams("paper", dataset, str(noise).partition(":")[0], rate)
-    except Exception:  # noqa: BLE001 - no torch, a plugin without the hook, no paper preset: unknown
-        return None
+    except (ImportError, AttributeError, TypeError, LnlError):  # no torch, a plugin without the hook or
+        return None  # without default hyperparameters, no paper preset: unknown
     model = hp.get("model")
     return Budget(_epochs(hp.get("epochs")), network_name(model) if isinstance(model, str) else None)
 
