@@ -23,6 +23,7 @@ A minimal method::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from .distributed import Dist, shard
-from .hparams import TrainHparams
+from .hparams import TrainHparams, preset_overrides
 from .stream import StreamedImages
 
 
@@ -249,6 +250,15 @@ class Method:
         """Whether a trial of (preset, dataset) runs a reconstruction: the method's flag, unless only some of
         its recipes are reconstructed (MLNT: faithful on Clothing1M, reconstructed on CIFAR)."""
         return cls.reconstructed
+
+    @classmethod
+    def preset_hparams(cls, preset: str, dataset: str, noise: str, rate: float | None) -> dict[str, Any]:
+        """The hyperparameters ``preset`` gives one (dataset, noise name, rate) cell: the defaults under the
+        preset's entries, without a trial. The comparison tables read the ``paper`` preset's epochs and network
+        from it (lnlbench.aggregate.budget), without importing the engine."""
+        return {**dataclasses.asdict(cls.Hparams()),
+                **preset_overrides(cls.PRESETS, preset, dataset, noise, rate)}
+
     display_name: ClassVar[str | None] = None  # the paper's spelling in tables ("ELR+"); None: the registry key
     selection_threshold: float = 0.5  # clean_probability above this counts as "selected clean"
 

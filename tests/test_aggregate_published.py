@@ -174,8 +174,9 @@ def test_sce_recipe_difference_is_flagged(tmp_path: Path, capsys: pytest.Capture
 
 def test_cpu_scale_precision_and_default_recipe_are_marked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """mini runs: 'CPU scale, not comparable', no Δ; amp bf16 (A), amp not recorded on a GPU (A?) and a preset
-    lookup that fell back to the defaults (D) carry marks and get no Δ."""
-    hp = {"model": "preact_resnet18"}
+    lookup that fell back to the defaults (D) carry marks and get no Δ. The paper runs train the paper
+    preset's budget (301 epochs, PreAct ResNet-18), as the DivideMix rows state (``epochs=paper``)."""
+    hp = {"model": "preact_resnet18", "epochs": 301}
     write_trial(tmp_path / "mini", "dividemix", 0.95, extra=PAPER)
     write_trial(tmp_path / "bf16", "dividemix", 0.95, preset="paper", hparams=hp,
                 extra={**PAPER, "amp": "bf16"})

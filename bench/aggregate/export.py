@@ -118,7 +118,7 @@ def to_markdown(table: Table) -> str:
 # -- LaTeX (Styler.to_latex) -----------------------------------------------------------------------
 _TEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-               "±": r"$\pm$", "†": r"$^\dagger$", "—": "---", "–": "--", "→": r"$\to$", "≈": r"$\approx$",
+               "±": r"$\pm$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "—": "---", "–": "--", "→": r"$\to$", "≈": r"$\approx$",
                "×": r"$\times$", "≤": r"$\le$", "≥": r"$\ge$", "−": "$-$", "α": r"$\alpha$", "Δ": r"$\Delta$",
                "·": r"$\cdot$", "<": r"\textless{}", ">": r"\textgreater{}"}
 

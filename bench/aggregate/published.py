@@ -21,6 +21,10 @@ Pairing, like with like:
   not ``default``) and no mixed precision. A non-``paper`` preset is "CPU scale, not comparable". Rows
   whose result ran with ``amp`` other than ``off`` (A) or did not record it (A?), and rows whose preset
   lookup fell back to the defaults (D) carry a mark.
+- **Budget.** Each pair shows our epochs and network and the published row's; ‡ marks a published budget that
+  differs from the method's own ``paper`` preset or from the setting's other published rows
+  (:mod:`lnlbench.aggregate.budget`). A recipe's ``epochs=paper`` (the row used the paper's own recipe) is
+  the paper preset's epochs; a pair whose stated epochs differ gets no Δ ("different epochs").
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ import pandas as pd
 
 from lnlbench.errors import LnlError
 
+from .budget import MARK, Budget, budget_marks, ours_budget, paper_budget, published_budget
 from .export import Row, Table, TCell
 from .labels import match_key, method_name, network_name, noise_footnote, noise_label, same_network
 from .leaderboard import METRIC_TEXT, Column, Leaderboard
@@ -45,7 +50,8 @@ TAGS = ("[code]", "[src]", "[R]")
 COMPARE_COLUMNS = ["method", "base_method", "dataset", "noise", "rate", "metric", "ours_mean", "ours_std",
                    "ours_n", "ours_model", "ours_preset", "ours_amp", "ours_recipe_status", "published",
                    "published_std", "published_metric", "published_recipe", "recipe_diff", "comparable",
-                   "not_comparable", "diff", "tag", "verified", "network", "source", "notes", "file"]
+                   "not_comparable", "diff", "tag", "verified", "network", "source", "notes", "file",
+                   "ours_epochs", "published_epochs", "paper_epochs", "paper_network", "budget_note"]
 COMPARE_NOTES = (
     ("Tags: [code] read in the official code, [src] seen in a named source (both verified); [R] recalled "
      "from the paper, NOT verified — check the paper before treating it as a target."),
@@ -159,7 +165,8 @@ def _cell_info(trials: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
     for _, t in trials.iterrows():
         rate = None if t["rate"] is None or pd.isna(t["rate"]) else float(t["rate"])
         cell = info.setdefault((t["method"], t["dataset"], t["noise"], rate), {
-            "model": t.get("model"), "preset": t.get("preset"), "amp": set(), "recipe_status": set(),
+            "model": t.get("model"), "preset": t.get("preset"), "epochs": t.get("epochs"), "amp": set(),
+            "recipe_status": set(),
             "hparams": json.loads(t["config"]) if isinstance(t.get("config"), str) else {}})
         amp = t.get("amp")
         cell["amp"].add(None if amp is None or (isinstance(amp, float) and math.isnan(amp)) else str(amp))
@@ -168,11 +175,27 @@ def _cell_info(trials: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
     return info
 
 
+def _variant_recipe(r: pd.Series) -> dict[str, Any]:
+    """The recipe keys that pick a variant: ``epochs=paper`` states the row's budget (the paper's own
+    recipe), not a variant, so it is left to the budget check (:func:`_budget_reason`)."""
+    recipe = parse_recipe(r["recipe"])
+    if recipe.get("epochs") == "paper":
+        recipe.pop("epochs")
+    return recipe
+
+
+def _budget_reason(ours: Budget, theirs: Budget, diff: list[str]) -> str:
+    """"different epochs" when both state epochs and they differ (unless the recipe diff already says so)."""
+    if ours.epochs is None or theirs.epochs is None or ours.epochs == theirs.epochs:
+        return ""
+    return "" if any(d.startswith("epochs ") for d in diff) else "different epochs"
+
+
 def _candidates(rows: list[pd.Series], hparams: dict[str, Any]) -> list[tuple[pd.Series, list[str]]]:
     """The rows of each source whose recipe agrees best with the run's hyperparameters, and their diffs."""
     by_source: dict[tuple[str, str], list[tuple[pd.Series, list[str]]]] = {}
     for r in rows:
-        diff = recipe_diff(parse_recipe(r["recipe"]), hparams)
+        diff = recipe_diff(_variant_recipe(r), hparams)
         by_source.setdefault((r["file"], r["source"]), []).append((r, diff))
     kept = []
     for group in by_source.values():
@@ -212,9 +235,13 @@ def compare(board: Leaderboard, published: pd.DataFrame, trials: pd.DataFrame) -
     for (method, col), cell in board.cells.items():
         base = board.base.get(method, method)
         ours = info.get((method, col.dataset, col.noise, col.rate)) or {
-            "model": None, "preset": None, "amp": {None}, "recipe_status": {None}, "hparams": {}}
-        for r, diff in _candidates(index.get(_key(base, col.dataset, col.noise, col.rate), []), ours["hparams"]):
-            why = _why_not(board.metric, r, ours, diff)
+            "model": None, "preset": None, "epochs": None, "amp": {None}, "recipe_status": {None}, "hparams": {}}
+        paper = paper_budget(base, col.dataset, col.noise, col.rate)
+        matches = index.get(_key(base, col.dataset, col.noise, col.rate), [])
+        mine = ours_budget(ours["epochs"], ours["model"])
+        for r, diff in _candidates(matches, ours["hparams"]):
+            theirs = published_budget(parse_recipe(r["recipe"]), r["network"], paper)
+            why = "; ".join(filter(None, [_why_not(board.metric, r, ours, diff), _budget_reason(mine, theirs, diff)]))
             rows.append({
                 "method": method, "base_method": base, "dataset": col.dataset, "noise": col.noise,
                 "rate": col.rate, "metric": board.metric, "ours_mean": cell.mean, "ours_std": cell.std,
@@ -225,7 +252,13 @@ def compare(board: Leaderboard, published: pd.DataFrame, trials: pd.DataFrame) -
                 "published_recipe": r["recipe"], "recipe_diff": "; ".join(diff), "comparable": not why,
                 "not_comparable": why, "diff": float("nan") if why else cell.mean - r["value"],
                 "tag": r["tag"], "verified": r["verified"], "network": r["network"], "source": r["source"],
-                "notes": r["notes"], "file": r["file"]})
+                "notes": r["notes"], "file": r["file"],
+                "ours_epochs": mine.epochs, "published_epochs": theirs.epochs,
+                "paper_epochs": paper.epochs if paper else None, "paper_network": paper.network if paper else None,
+                "_budget": theirs, "_paper": paper, "setting": f"{col.group} {col.sub}"})
+    notes = budget_marks([{**r, "published_budget": r["_budget"], "paper_budget": r["_paper"]} for r in rows])
+    for r, note in zip(rows, notes):
+        r["budget_note"] = note
     frame = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
     return frame.sort_values(["dataset", "noise", "rate", "method"], ignore_index=True)
 
@@ -243,7 +276,7 @@ def _ours_setup(r: pd.Series) -> str:
 
 def comparison_table(board: Leaderboard, comp: pd.DataFrame) -> Table:
     """Ours (with our network and preset) next to theirs (with theirs), Δ for like-for-like pairs only."""
-    rows, daggers = [], []
+    rows, daggers, budgets = [], [], []
     for _, r in comp.iterrows():
         col = Column(r["dataset"], r["noise"], None if pd.isna(r["rate"]) else float(r["rate"]))
         name = method_name(r["method"], r["base_method"])
@@ -252,12 +285,17 @@ def comparison_table(board: Leaderboard, comp: pd.DataFrame) -> Table:
         if r["recipe_diff"]:
             daggers.append(f"† {name}, {col.group} {col.sub}: published with {r['published_recipe']}; "
                            f"{r['recipe_diff']}.")
+        budget_note = r.get("budget_note") or ""
+        if budget_note:
+            budgets.append(budget_note)
         rows.append(Row(name, [
             TCell(text=f"{col.group} {col.sub}"),
             TCell(r["ours_mean"], r["ours_std"], note="" if r["ours_n"] > 1 else "n=1"),
             TCell(text=_ours_setup(r)), TCell(text=theirs + metric, dagger=bool(r["recipe_diff"])),
             TCell(text=r["network"] or "?"), TCell(text=f"{r['diff']:+.1f}" if r["comparable"] else "—"),
-            TCell(text=r["tag"]), TCell(text=r["source"])], marks=_marks(r)))
+            TCell(text=r["tag"]), TCell(text=ours_budget(r["ours_epochs"], r["ours_model"]).text()),
+            TCell(text=_published_budget_text(r) + (MARK if budget_note else "")),
+            TCell(text=r["source"])], marks=_marks(r)))
     notes = [(f"Ours: {METRIC_TEXT[board.metric]}, mean ± sample std over seeds. Like with like: our "
               f"{board.metric} numbers meet only published {board.metric} numbers; a source that does not say "
               f"which (marked '(unspecified)') is listed too, without Δ."),
@@ -268,10 +306,22 @@ def comparison_table(board: Leaderboard, comp: pd.DataFrame) -> Table:
     used = {m for row in rows for m in row.marks}
     notes += [f"{mark}: {text}." for mark, text in MARKS.values() if mark in used]
     notes += daggers
+    if budgets:
+        notes.append(f"Budget: training epochs and network. {MARK}: the published number's budget differs from "
+                     f"the method's own paper preset for that setting, or from the setting's other published "
+                     f"rows (a '?' is compared with nothing): the numbers are not equal-budget.")
+        notes += list(dict.fromkeys(budgets))
     notes += [noise_footnote(n) for n in dict.fromkeys(comp["noise"])]
     if comp.empty:
         notes.append(f"No published number matches any of our {len(board.cells)} cells on (method, dataset, "
                      f"noise, rate, metric).")
-    header = ["Setting", "Ours", "Ours: network, preset", "Published", "Network", "Δ", "Tag", "Source"]
+    header = ["Setting", "Ours", "Ours: network, preset", "Published", "Network", "Δ", "Tag", "Budget: ours",
+              "Budget: published", "Source"]
     return Table(f"Ours vs published, test accuracy (%), {board.metric}", "Method", header, rows,
-                 footnotes=notes, align="lrlrlrll")
+                 footnotes=notes, align="lrlrlrllll")
+
+
+def _published_budget_text(r: pd.Series) -> str:
+    """The published row's epochs (``?`` when unstated) and network, as the comparison recorded them."""
+    epochs = None if pd.isna(r["published_epochs"]) else int(r["published_epochs"])
+    return Budget(epochs, r["network"] or None).text()
