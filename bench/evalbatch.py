@@ -23,17 +23,17 @@ def eval_batch_size(device: torch.device | str, override: int | None = None, str
     """The batch of a no-grad evaluation pass on ``device`` (``override``: the trial's ``eval_batch_size``).
 
     CUDA: 1,024 (256 for a streamed set, whose batches are decoded per batch by the loader workers).
-    CPU: 128. Large CPU batches are slower, not faster: the activations of a 1,024-image batch leave the
-    cache. Indicative micro-benchmark (this 2-core machine under load, one thread, a no-grad eval-mode
-    forward over 2,048 random 32×32 images, best of 3 interleaved repeats; ``/tmp/evalbatch/bench_eval.py``
-    as recorded in docs/performance.md)::
+    CPU: 64. Large CPU batches are slower, not faster (presumably their activations no longer fit the caches).
+    Indicative micro-benchmark, 2026-12-02, on the loaded 2-core development VM (load average ≈ 8), one
+    thread, a no-grad eval-mode forward over 2,048 random 32×32 images, 5 repeats interleaved in alternating
+    batch order; seconds, best (median), script and all runs in docs/performance.md::
 
-        batch               32     64    128    256    512   1024
-        cnn_small         FIGS
-        preact_rn18 w16   FIGS
+        batch                  32           64           128          256          512          1024
+        cnn_small          0.48 (0.64)  0.54 (0.63)  1.00 (1.30)  1.25 (1.44)  1.99 (2.13)  2.48 (2.65)
+        preact_rn18 w16    1.25 (1.34)  1.21 (1.36)  2.23 (2.40)  2.56 (2.66)  3.65 (3.84)  3.95 (4.52)
 
-    The issue's measurement agrees (DivideMix's per-sample loss pass, 7.5 s per net at 1,024 against
-    2.5 s at 64–128 on CPU).
+    32 and 64 tie (two more runs agreed); 64 halves the Python loop's iterations. The issue's measurement
+    agrees: DivideMix's per-sample loss pass took 7.5 s per net at 1,024 against 2.5 s at 64–128.
     """
     if override is not None:
         if isinstance(override, bool) or int(override) < 1:

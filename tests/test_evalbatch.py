@@ -84,11 +84,14 @@ def test_every_pass_takes_its_batch_from_the_one_function(tmp_path, monkeypatch,
     assert max(seen) == ODD and len(seen) >= len(trial.y_test) // ODD
 
 
-def test_the_trial_option_reaches_the_methods_passes(tmp_path):
+def test_the_trial_option_reaches_the_methods_passes_and_the_test_pass(tmp_path):
     trial = _trial(tmp_path, "dividemix", eval_batch_size=5)
     assert trial.ctx.eval_batch_size == 5
     seen = _seen_batches(trial.method.net1)
     trial.method._divide(0, trial.method.net1)
+    assert max(seen) == 5
+    seen.clear()
+    trial.accuracy(trial.x_test, trial.y_test)
     assert max(seen) == 5
 
 
