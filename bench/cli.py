@@ -56,7 +56,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, data_file=args.data_file, recipes=args.recipes,
         data_root=args.data_root, download=args.download, out_dir=args.out, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile=args.compile, resume=not args.restart,
-        keep_checkpoint=args.keep_checkpoint)
+        keep_checkpoint=args.keep_checkpoint, eval_batch_size=args.eval_batch_size)
     total = resolve(cfg).hparams.epochs  # raises a configuration error before anything runs
     out = writable_dir(args.out, "--out folder")
     progress = TrialProgress(total, f"{cfg.method} {cfg.dataset}", mode=args.progress)
@@ -128,6 +128,9 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
                    help="mixed precision; auto = fp32 (off) for every preset, as the official codes train")
     p.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction)
     p.add_argument("--compile", action="store_true", help="torch.compile the models")
+    p.add_argument("--eval-batch-size", type=int, default=None, metavar="N",
+                   help="batch of every no-grad evaluation pass (test accuracy, per-sample losses, kNN "
+                        "features); default: the device's choice, 1024 on CUDA, 64 on CPU")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint of this trial")
     p.add_argument("--keep-checkpoint", action="store_true", help="keep the final checkpoint")
     p.add_argument("--progress", choices=["auto", "bar", "lines", "off"], default="auto",

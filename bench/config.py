@@ -72,7 +72,7 @@ class TrialConfig:
     checkpoint_every: int = 1  # epochs between checkpoints (0: never)
     keep_checkpoint: bool = False  # keep the last checkpoint after a finished trial
     resume: bool = True  # continue from the trial's checkpoint if one exists
-    eval_batch_size: int | None = None  # None: 1024 on CUDA, 128 on CPU (large CPU batches evaluate slower)
+    eval_batch_size: int | None = None  # None: the device's choice (lnlbench.evalbatch: 1024 CUDA, 128 CPU)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrialConfig:
@@ -162,6 +162,8 @@ def _check_ranges(c: TrialConfig) -> None:
     if c.golden_per_class is not None and (type(c.golden_per_class) is not int or c.golden_per_class < 1):
         raise LnlError(f"golden_per_class (clean images per class) must be a positive integer, got "
                        f"{c.golden_per_class!r}")
+    if c.eval_batch_size is not None and (type(c.eval_batch_size) is not int or c.eval_batch_size < 1):
+        raise LnlError(f"eval_batch_size must be a positive integer, got {c.eval_batch_size!r}")
 
 
 def _golden(config: TrialConfig, method_cls: type, lookup: RecipeLookup,

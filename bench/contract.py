@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import evalbatch
 from .distributed import Dist, shard
 from .hparams import TrainHparams, preset_overrides
 from .stream import StreamedImages
@@ -59,8 +60,10 @@ class MethodContext:
                  device: torch.device, seed: int, augmenter, amp_dtype: torch.dtype | None = None,
                  channels_last: bool = False, compile_models: bool = False, noise_rate_hint: float | None = None,
                  dist: Dist | None = None, flip_rate_hint: float | None = None,
-                 golden: TrainSet | None = None, transition: torch.Tensor | None = None):
+                 golden: TrainSet | None = None, transition: torch.Tensor | None = None,
+                 eval_batch_override: int | None = None):
         self.train = train
+        self._eval_batch_override = eval_batch_override  # the trial's eval_batch_size option
         # The golden (trusted) set with its CLEAN labels, disjoint from ``train``: only for a method that
         # declares ``uses_clean_data`` (its size is the trial's ``golden_per_class``); None for every other.
         self.golden = golden
@@ -128,6 +131,13 @@ class MethodContext:
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """The test transform (normalise only) of a uint8 batch."""
         return self._augmenter.normalize(x)
+
+    @property
+    def eval_batch_size(self) -> int:
+        """The batch of a no-grad pass over the train set (per-sample losses, kNN features): the device's
+        choice from :func:`lnlbench.evalbatch.eval_batch_size`, or the trial's ``eval_batch_size``."""
+        return evalbatch.eval_batch_size(self.device, self._eval_batch_override,
+                                         streamed=isinstance(self.train.x, StreamedImages))
 
     def batches(self, batch_size: int, shuffle: bool = True, drop_last: bool = False,
                 n: int | None = None, over: torch.Tensor | None = None) -> Iterator[torch.Tensor]:

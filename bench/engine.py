@@ -27,7 +27,7 @@ import torch
 
 from lnlbench.datasets.augment import Augmenter
 
-from . import checkpoint
+from . import checkpoint, evalbatch
 from .config import ResolvedTrial, TrialConfig, resolve, resolve_amp
 from .contract import MethodContext, TrainSet
 from .data import TrialData, intended_flip_rate, per_class, prepare
@@ -120,7 +120,8 @@ class Trial:
                                  device=dev, seed=cfg.seed, augmenter=self.augmenter,
                                  amp_dtype=amp_dtype(self.trial.amp, dev), channels_last=cl,
                                  compile_models=cfg.compile, noise_rate_hint=cfg.rate, dist=self.dist,
-                                 flip_rate_hint=flip, golden=golden, transition=self.true_transition())
+                                 flip_rate_hint=flip, golden=golden, transition=self.true_transition(),
+                                 eval_batch_override=cfg.eval_batch_size)
         self.method = self.trial.method_cls(self.trial.hparams, self.ctx)
 
     def true_transition(self) -> torch.Tensor | None:
@@ -192,10 +193,9 @@ class Trial:
         if len(y) == 0:
             return None
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        bs = self.cfg.eval_batch_size or (1024 if self.device.type == "cuda" else 128)
-        if isinstance(x, StreamedImages):
-            bs = self.cfg.eval_batch_size or (256 if self.device.type == "cuda" else 128)  # decoded per batch
-        parts = x.sequential(bs) if isinstance(x, StreamedImages) else (x[s:s + bs] for s in range(0, len(y), bs))
+        streamed = isinstance(x, StreamedImages)
+        bs = evalbatch.eval_batch_size(self.device, self.cfg.eval_batch_size, streamed=streamed)
+        parts = x.sequential(bs) if streamed else (x[s:s + bs] for s in range(0, len(y), bs))
         for s, xb in zip(range(0, len(y), bs), parts):
             with self.ctx.autocast():
                 logits = self.method.predict(self.augmenter.normalize(xb))

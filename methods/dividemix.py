@@ -268,7 +268,7 @@ class DivideMix(Method):
         x, y = (ctx.train.x, ctx.train.y) if pool is None else (_Take(ctx.train.x, pool), ctx.train.y[pool])
         net.eval()
         # data-parallel ranks divide alike: rank 0's losses (identical weights; guards float differences)
-        loss = minmax(ctx.broadcast_(per_sample_loss(net, x, y, ctx.normalize, autocast=ctx.autocast)))
+        loss = minmax(ctx.broadcast_(per_sample_loss(net, x, y, ctx.normalize, ctx.eval_batch_size, ctx.autocast)))
         if pool is None:  # the loss history (official: only used when r = 0.9)
             h = self.loss_hist.shape[1]
             self.loss_hist[k, self.hist_count % h] = loss

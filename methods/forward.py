@@ -83,7 +83,6 @@ class ForwardHparams(TrainHparams):
     filter_outlier: bool = True
     anchor_percentile: float = 97.0
     holdout_fraction: float = 0.1  # held-out noisy part choosing the CE epoch (0: the last CE epoch)
-    eval_batch_size: int = 1024
 
     def __post_init__(self) -> None:
         if self.transition not in ("estimate", "known"):
@@ -190,7 +189,7 @@ class Forward(Method):
             self.best_ce.load_state_dict(self.ce_model.state_dict())
             return None
         self.ce_model.eval()
-        probs = predict_probs(self.ce_model, ctx.train.x[self.holdout], ctx.normalize, self.hp.eval_batch_size,
+        probs = predict_probs(self.ce_model, ctx.train.x[self.holdout], ctx.normalize, ctx.eval_batch_size,
                               ctx.autocast)
         loss = float(F.nll_loss(probs.clamp_min(1e-12).log(), ctx.train.y[self.holdout]))
         if loss < self.best_loss:
@@ -202,7 +201,7 @@ class Forward(Method):
     def estimate(self) -> None:
         """The anchor-point estimate of T from the chosen CE network over the whole training set."""
         self.best_ce.eval()
-        probs = predict_probs(self.best_ce, self.ctx.train.x, self.ctx.normalize, self.hp.eval_batch_size,
+        probs = predict_probs(self.best_ce, self.ctx.train.x, self.ctx.normalize, self.ctx.eval_batch_size,
                               self.ctx.autocast)
         self.T = anchor_transition(probs, self.hp.filter_outlier, self.hp.anchor_percentile)
         self.ctx.broadcast_(self.T)

@@ -61,7 +61,6 @@ class GCEHparams(TrainHparams):
     truncated: bool = True
     start_prune: int = 40  # update before each 1-based epoch e ≥ start_prune with e % prune_every == 0
     prune_every: int = 10
-    prune_batch_size: int = 1024  # batch of the no-grad pass that updates the weights
 
 
 _CIFAR_N = CIFAR_N_CE | {"start_prune": 60}
@@ -139,7 +138,7 @@ class GCE(Method):
         """One eval-mode pass over the (augmented) training set with the current net; w_i = [p_y > k]."""
         ctx, hp = self.ctx, self.hp
         self.model.eval()
-        ce = per_sample_loss(self.model, ctx.train.x, ctx.train.y, ctx.augment, hp.prune_batch_size,
+        ce = per_sample_loss(self.model, ctx.train.x, ctx.train.y, ctx.augment, ctx.eval_batch_size,
                              ctx.autocast)
         self.weight.copy_(truncation_weights(-ce, hp.q, hp.k))
         ctx.broadcast_(self.weight)  # data-parallel ranks prune alike (rank 0's augmented pass)

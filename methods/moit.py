@@ -89,7 +89,6 @@ class MOITHparams(TrainHparams):
     start_correction: int = 130  # 0-based epoch of the first semi-supervised epoch
     exclude_self: bool = False
     augmentation: str = "complex"  # complex (SimCLR-style) | simple (the dataset's crop/flip)
-    detect_batch_size: int = 1024
 
 
 MOIT_PAPER = dict(model="preact_resnet18", epochs=250, batch_size=128, lr=0.1, weight_decay=1e-4, schedule="step",
@@ -261,10 +260,10 @@ class MOIT(Method):
         ctx = self.ctx
         self.model.eval()
         out = torch.empty(len(ctx.train), self.hp.proj_dim, device=ctx.device)
-        for s in range(0, len(ctx.train), self.hp.detect_batch_size):
+        bs = ctx.eval_batch_size
+        for s in range(0, len(ctx.train), bs):
             with ctx.autocast():
-                out[s:s + self.hp.detect_batch_size] = self.model.embed(
-                    ctx.normalize(ctx.train.x[s:s + self.hp.detect_batch_size])).float()
+                out[s:s + bs] = self.model.embed(ctx.normalize(ctx.train.x[s:s + bs])).float()
         return out
 
     @torch.no_grad()

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lnlbench import evalbatch
 from lnlbench.components import linear_rampup, mixmatch, sharpen, soft_cross_entropy
 from lnlbench.components.layerwise import fix_, renew_, renewed_modules, train_only_
 from lnlbench.contract import Method, MethodContext
@@ -78,7 +79,6 @@ class PESHparams(TrainHparams):
     pes_lr: float = 1e-4  # Adam's lr in the refinement
     class_weight_cap: float = 0.0  # > 0: class weights above it are set to it (pes_semi: 3); 0: no cap
     train_renewed: bool = False  # True: SGD also trains the renewed stage and head (not the official code)
-    predict_batch_size: int = 1024  # batch of the no-grad selection pass
 
 
 @dataclass(frozen=True)
@@ -126,11 +126,12 @@ SEMI_PRESETS = {
 
 
 @torch.no_grad()
-def two_view_softmax(model: torch.nn.Module, x: torch.Tensor, augment, batch_size: int = 1024,
+def two_view_softmax(model: torch.nn.Module, x: torch.Tensor, augment, batch_size: int | None = None,
                      autocast=None) -> torch.Tensor:
     """(N, C) mean softmax over two augmented views of every image, in eval mode (``predict_softmax``)."""
     model.eval()
     parts = []
+    batch_size = batch_size or evalbatch.eval_batch_size(x.device)  # methods pass ctx.eval_batch_size
     for s in range(0, len(x), batch_size):
         xb = x[s:s + batch_size]
         with autocast() if autocast is not None else contextlib.nullcontext():
@@ -219,7 +220,7 @@ class PES(Method):
     def select(self) -> torch.Tensor:
         """The confident mask of this epoch (rank 0's on several ranks), kept for ``clean_probability``."""
         ctx = self.ctx
-        probs = two_view_softmax(self.model, ctx.train.x, ctx.augment, self.hp.predict_batch_size, ctx.autocast)
+        probs = two_view_softmax(self.model, ctx.train.x, ctx.augment, ctx.eval_batch_size, ctx.autocast)
         self.confident.copy_(confident_mask(probs, ctx.train.y).float())
         ctx.broadcast_(self.confident)
         self.selected = True

@@ -77,7 +77,6 @@ class TRevisionHparams(TrainHparams):
     filter_outlier: bool = True
     anchor_percentile: float = 97.0
     holdout_fraction: float = 0.1  # tools.dataset_split(split_per=0.9)
-    eval_batch_size: int = 1024
 
     def __post_init__(self) -> None:
         if self.estimate_epochs < 1 or self.reweight_epochs < 1 or \
@@ -168,7 +167,7 @@ class TRevision(Method):
         """Accuracy on the held-out noisy labels of f(x), or of the T̂-corrected f(x)·T̂ (stage 2)."""
         ctx = self.ctx
         self.model.eval()
-        probs = predict_probs(self.model, ctx.train.x[self.holdout], ctx.normalize, self.hp.eval_batch_size,
+        probs = predict_probs(self.model, ctx.train.x[self.holdout], ctx.normalize, ctx.eval_batch_size,
                               ctx.autocast)
         if corrected:
             probs = probs @ self.T
@@ -189,7 +188,7 @@ class TRevision(Method):
     def begin_reweight(self) -> None:
         """T̂ from the chosen estimation epoch's softmax over the whole training set, then continue from it."""
         self.best.eval()
-        probs = predict_probs(self.best, self.ctx.train.x, self.ctx.normalize, self.hp.eval_batch_size,
+        probs = predict_probs(self.best, self.ctx.train.x, self.ctx.normalize, self.ctx.eval_batch_size,
                               self.ctx.autocast)
         self.T = anchor_transition(probs, self.hp.filter_outlier, self.hp.anchor_percentile)
         self.ctx.broadcast_(self.T)

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lnlbench import evalbatch
 from lnlbench.components import ensemble_logits, gmm_clean_probability, linear_rampup, require_features
 from lnlbench.components.division import class_mean_similarity, feature_clean_probability, parallel_division
 from lnlbench.components.metaclf import fit_meta_classifier, golden_negatives, meta_features
@@ -99,9 +100,10 @@ PRESETS = {
 
 @torch.no_grad()
 def logits_and_features(net: torch.nn.Module, x: torch.Tensor, normalize, autocast,
-                        batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                        batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, penultimate features) of every image under the test transform, net in eval mode."""
     logits, feats = [], []
+    batch_size = batch_size or evalbatch.eval_batch_size(x.device)  # methods pass ctx.eval_batch_size
     for s in range(0, len(x), batch_size):
         with autocast():
             f = net.forward_features(normalize(x[s:s + batch_size]))
@@ -171,14 +173,15 @@ class TSSD(DivideMix):
         ctx, hp, n = self.ctx, self.hp, self.n_train
         y, c = ctx.train.y, ctx.num_classes
         net.eval()
-        logits, feats = logits_and_features(net, ctx.train.x, ctx.normalize, ctx.autocast)
+        logits, feats = logits_and_features(net, ctx.train.x, ctx.normalize, ctx.autocast, ctx.eval_batch_size)
         loss = ctx.broadcast_(F.cross_entropy(logits, y, reduction="none"))  # ranks divide alike (rank 0's)
         w_loss = torch.from_numpy(gmm_clean_probability(minmax(loss), seed=self._seed())).float().to(y.device)
         sim = ctx.broadcast_(class_mean_similarity(feats, y, c))
         w_feat = feature_clean_probability(sim, y, c, self._seed)
         certain, noisy, uncertain = parallel_division(w_loss, w_feat, hp.p_threshold)
         # MSP: the meta classifier's training rows come from the golden images only
-        g_logits, g_feats = logits_and_features(net, ctx.golden.x, ctx.normalize, ctx.autocast)
+        g_logits, g_feats = logits_and_features(net, ctx.golden.x, ctx.normalize, ctx.autocast,
+                                                 ctx.eval_batch_size)
         clf = self._fit_meta(g_logits, g_feats, feats, loss, sim)
         rng_loss = (loss.min(), loss.max())
         u_feat = meta_features(logits, y, class_minmax(sim, y, sim, y, c), rng_loss)

@@ -83,7 +83,6 @@ class UNICONHparams(TrainHparams):
     penalty: bool = False  # confidence penalty in warm-up (asymmetric noise)
     proj_dim: int = 128
     strong_augment: str = "autoaugment"  # autoaugment (crop, flip, CIFAR10Policy) | complex | weak
-    eval_batch_size: int = 1024
 
 
 _CIFAR = {"model": "preact_resnet18", "epochs": 351, "batch_size": 64, "lr": 0.02, "weight_decay": 5e-4,
@@ -203,9 +202,9 @@ class UNICON(Method):
         ctx, hp = self.ctx, self.hp
         self.net1.eval()
         self.net2.eval()
+        bs = ctx.eval_batch_size
         probs = torch.cat([(F.softmax(self.net1(b).float(), 1) + F.softmax(self.net2(b).float(), 1)) / 2
-                           for b in (ctx.normalize(ctx.train.x[s:s + hp.eval_batch_size])
-                                     for s in range(0, len(ctx.train), hp.eval_batch_size))])
+                           for b in (ctx.normalize(ctx.train.x[s:s + bs]) for s in range(0, len(ctx.train), bs))])
         jsd = ctx.broadcast_(jsd_to_labels(probs, ctx.train.y))
         rate = max(selection_rate(jsd, hp.d_u, hp.tau), 1 / len(jsd))
         return uniform_selection(jsd, ctx.train.y, ctx.num_classes, rate), refinement_weights(jsd), rate

@@ -43,6 +43,7 @@ def test_trial_prints_one_summary_line(tmp_path, capsys):
     (["trial", "--dataset", "clothing1m", "--noise", "given", "--subset", "5", "--data-opt", "image_size=big"],
      "image_size must be a whole number"),
     (["trial", "--rate", "0.2", "--data-opt", "image_size=8"], "dataset 'digits' takes no data options"),
+    (["trial", "--rate", "0.2", "--eval-batch-size", "0"], "eval_batch_size must be a positive integer"),
 ])
 def test_bad_input_is_one_line(argv, match, capsys, tmp_path):
     assert main(argv + ["--out", str(tmp_path)]) == 2

@@ -8,16 +8,21 @@ import torch
 import torch.nn.functional as F
 from sklearn.mixture import GaussianMixture
 
+from .. import evalbatch
+
 
 @torch.no_grad()
 def per_sample_loss(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                    normalize: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 1024,
+                    normalize: Callable[[torch.Tensor], torch.Tensor], batch_size: int | None = None,
                     autocast=None) -> torch.Tensor:
-    """Cross-entropy of every training sample under the test transform, in large no-grad batches.
+    """Cross-entropy of every training sample under the test transform, in no-grad batches.
 
     ``predict`` maps a normalised batch to logits (put the network in eval mode first, as DivideMix's
     ``eval_train`` does). Returns an (N,) float tensor on the data's device; nothing is synced to the host.
+    ``batch_size`` defaults to the device's evaluation batch (:func:`lnlbench.evalbatch.eval_batch_size`);
+    methods pass ``ctx.eval_batch_size`` so the trial's override applies.
     """
+    batch_size = batch_size or evalbatch.eval_batch_size(y.device)
     out = torch.empty(len(y), device=y.device, dtype=torch.float32)
     for s in range(0, len(y), batch_size):
         xb = normalize(x[s:s + batch_size])

@@ -20,14 +20,18 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from .. import evalbatch
+
 EPS = 1e-7  # Keras' K.epsilon(), the official code's clip
 
 
 @torch.no_grad()
 def predict_probs(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                  normalize: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 1024,
+                  normalize: Callable[[torch.Tensor], torch.Tensor], batch_size: int | None = None,
                   autocast=None) -> torch.Tensor:
-    """Softmax of every image under the test transform, (N, C) float32, in no-grad batches."""
+    """Softmax of every image under the test transform, (N, C) float32, in no-grad batches (``batch_size``:
+    the device's evaluation batch unless given; methods pass ``ctx.eval_batch_size``)."""
+    batch_size = batch_size or evalbatch.eval_batch_size(x.device)
     chunks = []
     for s in range(0, len(x), batch_size):
         xb = normalize(x[s:s + batch_size])
