@@ -70,7 +70,9 @@ def cmd_trial(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     noise = res["noise"]
-    print(f"{res['method']} on {res['dataset']} {noise['name']} r={noise['rate']} seed={res['seed']}: "
+    label = res.get("noise_label") or noise["name"]
+    rate = "" if noise["rate"] is None or "@" in label else f" r={noise['rate']}"
+    print(f"{res['method']} on {res['dataset']} {label}{rate} seed={res['seed']}: "
           f"best {res['best_acc']:.4f} (epoch {res['best_epoch']}), last {res['last_acc']:.4f}, "
           f"realized noise {noise['realized_rate']:.4f}, {res['epochs_done']} epochs in "
           f"{res['wall_time_s']:.1f}s on {res['device']} -> {where}")

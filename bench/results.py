@@ -110,6 +110,8 @@ class TrialResult:
     started_at: str
     finished_at: str | None
     amp: str = "off"  # "off" | "bf16" | "fp16"
+    # CPU threads torch used: a CPU reduction's order, hence float results' last bits, depend on it
+    torch_threads: int | None = None
     recipe: dict[str, Any] | None = None  # {"status": "preset" | "default", "missing": str | None, ...}
     noise_label: str | None = None
     # The golden (clean-labelled) set: {per_class, use ("context" | "add" | "withheld"), n}; None without
