@@ -297,4 +297,4 @@ def test_only_the_reconstructed_recipes_are_flagged():
     assert flags("cifar10", noise="symmetric", rate=0.5)["reconstructed"] is True
     assert "MLNT issues #11, #13" in flags("cifar100", noise="symmetric", rate=0.5)["reconstruction"]
     c1m = flags("clothing1m", noise="given", data_options={"max_train": "all"})
-    assert c1m == {"uses_clean_data": False, "reconstructed": False, "reconstruction": ""}
+    assert c1m == {"uses_clean_data": False, "uses_true_transition": False, "reconstructed": False, "reconstruction": ""}
