@@ -117,11 +117,17 @@ def test_crop_transform_train_random_test_central():
     assert torch.equal(off.crop_flip(x, g), x[..., 1:4, 1:4])
 
 
+# methods made of whole-epoch stages (a CE stage, then the corrected one...): one epoch of each stage
+STAGE_EPOCHS = {"forward": 2, "backward": 2, "t_revision": 3}
+
+
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_runs_an_epoch_streaming(tmp_path, files_info, method):
-    """A method written for the on-device path runs streaming unchanged (its SMOKE overrides, one epoch)."""
+    """A method written for the on-device path runs streaming unchanged (its SMOKE overrides, one epoch, or
+    one epoch of each stage)."""
     cls = METHODS.get(method)
-    cfg = TrialConfig(method=method, dataset="digits", noise="symmetric", rate=0.4, seed=1, epochs=1, subset=16,
+    cfg = TrialConfig(method=method, dataset="digits", noise="symmetric", rate=0.4, seed=1,
+                      epochs=STAGE_EPOCHS.get(method, 1), subset=16,
                       preset="mini", hparams={**getattr(cls, "SMOKE", {}), "batch_size": 32}, device="cpu",
                       loader_workers=1, out_dir=str(tmp_path))
     trial = build_trial(cfg, load=_loader(files_info))
