@@ -68,8 +68,8 @@ import torch.nn.functional as F
 
 from lnlbench.components import ensemble_logits, forget_rate_schedule
 from lnlbench.components.cotrain import (
+    EpochForgetRate,
     adam_plan,
-    estimate_forget_rate,
     forget_rate_mode,
     set_adam_plan,
     small_loss_exchange,
@@ -114,7 +114,7 @@ PRESETS = {
 
 
 @register_method("coteaching")
-class Coteaching(Method):
+class Coteaching(EpochForgetRate, Method):
     """Two networks, each trained on the small-loss samples its peer selects (Han et al. 2018)."""
 
     display_name = "Co-teaching"
@@ -125,7 +125,6 @@ class Coteaching(Method):
     # appendix varies T_k ∈ {5, 10, 15} and c ∈ {0.5, 1, 2}); the Adam lr range (a decade each side): ours.
     SEARCH_SPACE = {"lr": ("loguniform", 1e-4, 1e-2), "num_gradual": ("choice", [5, 10, 15]),
                     "exponent": ("choice", [0.5, 1.0, 2.0])}
-    SMOKE = {"num_gradual": 1}  # the full forget rate from epoch 1 (contract tests, lnlbench perf)
     STATE_ATTRS = ("kept", "last_loss", "tau_estimate")
     SMOKE = {"num_gradual": 3, "epoch_decay_start": 2}  # R = τ/2 in epoch 0, then τ; Adam's decay plan from 1
     selection_threshold = 0.25  # kept by at least one of the two networks
@@ -163,15 +162,6 @@ class Coteaching(Method):
         lr, beta1 = adam_plan(epoch, hp.lr, hp.epochs, hp.epoch_decay_start, hp.beta1_decayed)
         set_adam_plan((self.optimizer1, self.optimizer2), lr, beta1)
 
-    def _tau(self, epoch: int) -> float:
-        """τ for this epoch; in estimate mode refit the loss GMM during the ramp (one host sync per epoch)."""
-        if self.mode != "estimate":
-            return self.tau_fixed
-        if 1 <= epoch < max(1, self.hp.num_gradual):
-            tau = estimate_forget_rate(self.last_loss, seed=int(self.ctx.rng.integers(2 ** 31 - 1)))
-            if tau is not None:
-                self.tau_estimate = tau
-        return self.tau_estimate
 
     def train_epoch(self, epoch: int) -> dict:
         ctx, hp = self.ctx, self.hp

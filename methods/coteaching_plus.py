@@ -44,9 +44,9 @@ import torch.nn.functional as F
 
 from lnlbench.components import ensemble_logits, forget_rate_schedule
 from lnlbench.components.cotrain import (
+    EpochForgetRate,
     adam_plan,
     disagreement_mask,
-    estimate_forget_rate,
     forget_rate_mode,
     set_adam_plan,
     small_loss_exchange,
@@ -127,7 +127,7 @@ def disagreement_exchange(ce1: torch.Tensor, ce2: torch.Tensor, disagree: torch.
 
 
 @register_method("coteaching_plus")
-class CoteachingPlus(Method):
+class CoteachingPlus(EpochForgetRate, Method):
     """Co-teaching, then the small-loss exchange on the two networks' disagreement set (Yu et al. 2019)."""
 
     display_name = "Co-teaching+"
@@ -156,14 +156,6 @@ class CoteachingPlus(Method):
         self.last_loss = torch.full((n,), float("nan"), device=ctx.device)
         self.tau_estimate = 0.0
 
-    def _tau(self, epoch: int) -> float:
-        """τ for this epoch (Co-teaching's: the GMM estimate is refitted during the ramp only)."""
-        if self.mode != "estimate":
-            return self.tau_fixed
-        if 1 <= epoch < max(1, self.hp.num_gradual):
-            tau = estimate_forget_rate(self.last_loss, seed=int(self.ctx.rng.integers(2 ** 31 - 1)))
-            self.tau_estimate = self.tau_estimate if tau is None else tau
-        return self.tau_estimate
 
     def train_epoch(self, epoch: int) -> dict:
         ctx, hp = self.ctx, self.hp

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from lnlbench.components import ensemble_logits, forget_rate_schedule, small_loss_mask
-from lnlbench.components.cotrain import adam_plan, estimate_forget_rate, forget_rate_mode, set_adam_plan
+from lnlbench.components.cotrain import EpochForgetRate, adam_plan, forget_rate_mode, set_adam_plan
 from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import MINI_CIFAR, Recipe, TrainHparams
@@ -101,7 +101,7 @@ def small_joint_loss(joint: torch.Tensor, rate: float) -> tuple[torch.Tensor, to
 
 
 @register_method("jocor")
-class JoCoR(Method):
+class JoCoR(EpochForgetRate, Method):
     """Two networks trained jointly on their small-joint-loss samples, co-regularised to agree (JoCoR)."""
 
     display_name = "JoCoR"
@@ -128,14 +128,6 @@ class JoCoR(Method):
         self.last_loss = torch.full((n,), float("nan"), device=ctx.device)
         self.tau_estimate = 0.0
 
-    def _tau(self, epoch: int) -> float:
-        """τ for this epoch (Co-teaching's: the GMM on the joint losses is refitted during the ramp)."""
-        if self.mode != "estimate":
-            return self.tau_fixed
-        if 1 <= epoch < max(1, self.hp.num_gradual):
-            tau = estimate_forget_rate(self.last_loss, seed=int(self.ctx.rng.integers(2 ** 31 - 1)))
-            self.tau_estimate = self.tau_estimate if tau is None else tau
-        return self.tau_estimate
 
     def train_epoch(self, epoch: int) -> dict:
         ctx, hp = self.ctx, self.hp

@@ -61,6 +61,22 @@ def estimate_forget_rate(losses: torch.Tensor, seed: int) -> float | None:
     return float(np.clip(1.0 - p_clean.mean(), 0.0, 0.95))
 
 
+class EpochForgetRate:
+    """``_tau(epoch)`` of the co-training methods (Co-teaching, Co-teaching+, JoCoR): the fixed or hinted τ, or
+    in ``estimate`` mode :func:`estimate_forget_rate` on the previous epoch's per-sample losses, refitted during
+    the ramp only (epochs 1 … ``num_gradual`` − 1, one host sync each) and frozen after it. The method holds
+    ``mode``, ``tau_fixed``, ``tau_estimate`` (checkpointed), ``last_loss``, ``hp.num_gradual`` and ``ctx.rng``."""
+
+    def _tau(self, epoch: int) -> float:
+        if self.mode != "estimate":
+            return self.tau_fixed
+        if 1 <= epoch < max(1, self.hp.num_gradual):
+            tau = estimate_forget_rate(self.last_loss, seed=int(self.ctx.rng.integers(2 ** 31 - 1)))
+            if tau is not None:
+                self.tau_estimate = tau
+        return self.tau_estimate
+
+
 def adam_plan(epoch: int, lr: float, epochs: int, epoch_decay_start: int,
               beta1_decayed: float = 0.1) -> tuple[float, float]:
     """(lr, Adam β₁) of our 0-based ``epoch``: the official loop trains epochs j = 1…n_epoch−1
