@@ -56,7 +56,7 @@ Recipes (``PRESETS``):
   CIFAR-10 ``mini``: the late EMA decay is 0.95, not main.py's 0.999. main.py's 0.999 averages the teacher
   over ≈ 1,000 steps, 3 % of a Clothing1M epoch; at 23 steps per mini epoch that is 43 epochs, longer than
   the run, and the predicting teacher lags the student (CIFAR-10 mini, 50 % symmetric, seeds 0–2 at
-  0.999: last 16.4 ± 1.4 / best 31.7 ± 4.1, below CE). The decay was chosen noise-blind among
+  0.999: last 16.4 ± 1.3 / best 31.7 ± 4.1, below CE). The decay was chosen noise-blind among
   {0.95, 0.99, 0.999} by the best noisy-validation accuracy (``--val-fraction 0.1``, seed 0, 50 %
   symmetric): 0.241 / 0.221 / 0.191; the test set played no part.
 
