@@ -330,6 +330,7 @@ def test_three_driver_kills_and_resumes_converge_to_the_uninterrupted_table(tmp_
     env.update(LNLBENCH_TEST_TAG=tag, RAY_TMPDIR=ray_tmp, RAY_AUTH_MODE="disabled")
     cmd = [sys.executable, "-m", "lnlbench.cli"]
     finished_at_kill: list[set[str]] = []
+    checkpointed: list[tuple[str, int]] = []
     try:
         for cycle, kill_after in enumerate((3, 6, 9, None)):
             args = ["run", str(path)] if cycle == 0 else ["resume", str(run)]
@@ -354,6 +355,11 @@ def test_three_driver_kills_and_resumes_converge_to_the_uninterrupted_table(tmp_
             _kill_ours(tag, ray_processes)
             driver.wait(timeout=30)
             finished_at_kill.append({tid for tid, (s, _) in states.items() if s == "ok"})
+            # the attempt (pid) of each trial that had a checkpoint when the driver was killed
+            for tid, (s, n) in states.items():
+                if s == "running" and n >= 1:
+                    live = [e for e in events(run, tid) if e["event"] in ("start", "resume")]
+                    checkpointed.append((tid, live[-1]["pid"]))
     finally:
         if driver.poll() is None:
             driver.kill()
@@ -362,9 +368,19 @@ def test_three_driver_kills_and_resumes_converge_to_the_uninterrupted_table(tmp_
     assert all(s == "ok" for s, _ in _states(run, ids).values())
     for tid in finished_at_kill[0]:
         assert kinds(run, tid) == ["start", "end"]  # finished before the first kill: never rerun
-    for tid in ids:  # every other start is a resume from a checkpoint, never a restart from epoch 0
+    # An attempt killed after its trial's first checkpoint is followed by a resume from it, never by a restart
+    # from epoch 0 (an attempt killed before any checkpoint starts again, which is right; one that finished
+    # between the snapshot and the kill has its end event).
+    for tid in ids:
         starts = [e for e in events(run, tid) if e["event"] in ("start", "resume")]
-        assert starts[0]["event"] == "start" and all(e["event"] == "resume" for e in starts[1:]), tid
+        assert starts[0]["event"] == "start" and all(e["epoch"] >= 1 for e in starts if e["event"] == "resume")
+    for tid, pid in checkpointed:
+        ev = events(run, tid)
+        if any(e["event"] == "end" and e["pid"] == pid for e in ev):
+            continue
+        attempts = [e for e in ev if e["event"] in ("start", "resume")]
+        after = attempts[[e["pid"] for e in attempts].index(pid) + 1]
+        assert after["event"] == "resume" and after["epoch"] >= 1, (tid, attempts)
     # The uninterrupted run, in this process with the workers' thread count (float sums differ otherwise).
     ref, threads = tmp_path / "ref", torch.get_num_threads()
     torch.set_num_threads(int(raw["resources"]["cpus_per_worker"]))
