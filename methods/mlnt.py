@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import copy
 import math
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,10 +90,11 @@ from torch import nn
 
 from lnlbench.components import ModelEMA, require_features
 from lnlbench.components.fastweights import batch_stat_forward, ce_label_set_grads, fast_forward
+from lnlbench.components.heads import model_has_features
 from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, Protocol, Recipe, TrainHparams, lr_at, make_sgd, set_lr
-from lnlbench.registry import MODELS, register_method
+from lnlbench.registry import register_method
 from lnlbench.search import SGD_SPACE
 
 # Recipes this benchmark reconstructed (no official code): {preset: {dataset keys}}, for the results table.
@@ -145,28 +145,9 @@ class MLNTHparams(TrainHparams):
         for ok, msg in checks:
             if not ok:
                 raise LnlError(f"mlnt: {msg}")
-        if not has_features(_model_class(self.model)):
+        if not model_has_features(self.model):
             raise LnlError(f"mlnt: model '{self.model}' has no forward_features (needed for the neighbour "
                            "search); pick a registered lnlbench model such as preact_resnet18")
-
-
-def _model_class(name: str) -> type | None:
-    """The class a registered model builder returns, from its return annotation (None if unknown)."""
-    try:
-        ret = typing.get_type_hints(MODELS.get(name)).get("return")
-    except (NameError, TypeError):
-        return None
-    return ret if isinstance(ret, type) else None
-
-
-def has_features(cls: type | None) -> bool:
-    """True unless ``cls`` is known to lack a real ``forward_features`` (None: unknown, checked when built)."""
-    from lnlbench.models.base import LnlModel
-
-    if cls is None:
-        return True
-    fn = getattr(cls, "forward_features", None)
-    return callable(fn) and fn is not LnlModel.forward_features
 
 
 _CIFAR = {"model": "preact_resnet18", "model_kwargs": {}, "epochs": 330, "batch_size": 128, "lr": 0.02,

@@ -14,6 +14,25 @@ from torch import nn
 from ..errors import LnlError
 
 
+def model_has_features(name: str) -> bool:
+    """Before any model is built: False only when the registered builder ``name`` is known (from its return
+    annotation) to return a class without a real ``forward_features``; :func:`require_features` checks the
+    built model."""
+    import typing
+
+    from lnlbench.models.base import LnlModel
+    from lnlbench.registry import MODELS
+
+    try:
+        cls = typing.get_type_hints(MODELS.get(name)).get("return")
+    except (NameError, TypeError):
+        return True
+    if not isinstance(cls, type):
+        return True
+    fn = getattr(cls, "forward_features", None)
+    return callable(fn) and fn is not LnlModel.forward_features
+
+
 def require_features(model: nn.Module, method: str, model_name: str) -> None:
     """A one-line error unless ``model`` exposes ``forward_features``, ``feature_dim`` and ``head``."""
     if all(hasattr(model, a) for a in ("forward_features", "feature_dim", "head")):
