@@ -121,8 +121,11 @@ class Coteaching(EpochForgetRate, Method):
 
     Hparams = CoteachingHparams
     PRESETS = PRESETS
-    # Co-teaching (Han et al., NeurIPS 2018) §4 trains with Adam at lr 0.001 and T_k = 10, c = 1 (its
-    # appendix varies T_k ∈ {5, 10, 15} and c ∈ {0.5, 1, 2}); the Adam lr range (a decade each side): ours.
+    # bhanML/Co-teaching main.py @7c7fbe2 [code]: L24 `--num_gradual` default 10, help "can be 5, 10, 15
+    # ... equal to Tk"; L25 `--exponent` default 1, help "can be 0.5, 1, 2 ... c"; L19 Adam lr 0.001. That
+    # the paper itself ran these T_k/c grids: [R]. The forget rate τ is not searched: main.py L22/L112-115
+    # sets τ = noise_rate unless `--forget_rate` is given, no grid [code] (a τ-multiple study in the paper:
+    # [R], unverified); ours is a mode (see the docstring). The Adam lr range (a decade each side): ours.
     SEARCH_SPACE = {"lr": ("loguniform", 1e-4, 1e-2), "num_gradual": ("choice", [5, 10, 15]),
                     "exponent": ("choice", [0.5, 1.0, 2.0])}
     STATE_ATTRS = ("kept", "last_loss", "tau_estimate")

@@ -118,8 +118,11 @@ class GCE(Method):
 
     Hparams = GCEHparams
     PRESETS = PRESETS
-    # GCE (Zhang & Sabuncu, NeurIPS 2018) §4: q studied over (0, 1], 0.7 chosen; k = 0.5 (Truncated-Loss
-    # main.py). The q grid is the paper's range in steps of 0.2; k around 0.5 and lr/wd (SGD_SPACE): ours.
+    # q = 0.7, k = 0.5: AlanChou/Truncated-Loss TruncatedLoss.py L9 `__init__(self, q=0.7, k=0.5, ...)`
+    # @fef5908 [code] (unofficial; its README says the paper's values); q ∈ (0, 1] (CE at q → 0, MAE at
+    # q = 1) is the paper's range [R]. A q or k grid searched or listed by the paper: [gap] (its experiment
+    # section could not be read; the reference repo has no grid). So the q grid (0.1 … 0.9 in steps of 0.2,
+    # around 0.7), the k grid around 0.5 and lr/wd (SGD_SPACE) are our choice.
     SEARCH_SPACE = {**SGD_SPACE, "q": ("choice", [0.1, 0.3, 0.5, 0.7, 0.9]), "k": ("choice", [0.3, 0.5, 0.7])}
     STATE_ATTRS = ("weight", "prunes")
     # plain L_q in epoch 0, a pruning pass before every later one; k = 1/C on 10 classes, so the barely

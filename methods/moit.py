@@ -155,8 +155,12 @@ class MOIT(Method):
 
     Hparams = MOITHparams
     PRESETS = PRESETS
-    # MOIT (Ortego et al., CVPR 2021) §4: k = 250 neighbours, τ = 0.1, mixup α = 1 (its ablation varies k);
-    # the k grid around 250 and lr/wd (SGD_SPACE): ours. MOIT+ inherits it (its own fine-tuning stays).
+    # DiegoOrtego/LabelNoiseMOIT @f36c3e7 [code]: k = 250 in every run script of the repo's history
+    # (cifar10/RunScripts_cifar_MOIT.sh L7, L15; cifar100/RunScripts_cifar_MOIT.sh L8, L16; the
+    # train_MOIT.py L67 default 5 is never used); mixup α = 1.0 (train_MOIT.py L47 default, no script
+    # overrides it). A k or α grid from the paper (its abstract cites hyperparameter studies): [gap], not
+    # read. So k ∈ {50, 100, 250}, α ∈ {0.5, 1, 2} and lr/wd (SGD_SPACE) are our choice. MOIT+ inherits
+    # it (its own fine-tuning stays).
     SEARCH_SPACE = {**SGD_SPACE, "k_val": ("choice", [50, 100, 250]), "alpha": ("choice", [0.5, 1.0, 2.0])}
     STATE_ATTRS = ("clean", "q", "detections")
     SMOKE = {"xbm_begin": 1, "start_correction": 1, "k_val": 10}

@@ -100,8 +100,13 @@ class SCE(Method):
 
     Hparams = SCEHparams
     PRESETS = PRESETS
-    # SCE (Wang et al., ICCV 2019) §5: (α, β) = (0.1, 1.0) on CIFAR-10, (6.0, 0.1) on CIFAR-100, and its
-    # parameter analysis over α and β; the grid spans those values. lr/wd: ours (SGD_SPACE).
+    # (α, β) per dataset, official YisenWang/symmetric_cross_entropy_for_noisy_labels train_models.py
+    # @ec778df [code]: CIFAR-10 (0.1, 1.0) L217 (the run line), MNIST (0.01, 1.0) L209 and CIFAR-100
+    # (6.0, 0.1) L224 (commented-out run lines); HanxunH/SCELoss-Reproduce @c81fb33 uses (6.0, 1.0) on
+    # CIFAR-100 (slurm/sce_loss*.slurm L55-56, README) [code]. The paper's §5.1 parameter analysis over
+    # α and β exists (Reproduce issue #1) [src], its values were not read [gap]. So α ∈ {0.01, 0.1, 6.0}
+    # and β ∈ {0.1, 1.0} are the code's values; the fillers α 0.5, 1.0 and β 0.5, and lr/wd (SGD_SPACE),
+    # are our choice.
     SEARCH_SPACE = {**SGD_SPACE, "alpha": ("choice", [0.01, 0.1, 0.5, 1.0, 6.0]),
                     "beta": ("choice", [0.1, 0.5, 1.0])}
 
