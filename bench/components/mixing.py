@@ -80,7 +80,7 @@ def fmix_mask(h: int, w: int, lam: float, rng: np.random.Generator, decay_power:
     freqs = np.sqrt(fx * fx + fy * fy)
     scale = 1.0 / np.maximum(freqs, 1.0 / max(w, h)) ** decay_power
     param = rng.standard_normal((*freqs.shape, 2))
-    image = np.real(np.fft.irfftn(scale * (param[..., 0] + 1j * param[..., 1]), (h, w)))[:h, :w]
+    image = np.real(np.fft.irfftn(scale * (param[..., 0] + 1j * param[..., 1]), (h, w), axes=(0, 1)))[:h, :w]
     num = math.ceil(lam * h * w) if rng.random() > 0.5 else math.floor(lam * h * w)
     mask = np.zeros(h * w)
     mask[np.argsort(-image.reshape(-1), kind="stable")[:num]] = 1.0
