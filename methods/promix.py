@@ -55,8 +55,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lnlbench.components import AuxHeadNet, ensemble_logits, linear_rampup, per_sample_loss, require_features
-from lnlbench.components import sample_lambda, sharpen, soft_cross_entropy
+from lnlbench.components import (
+    AuxHeadNet,
+    ensemble_logits,
+    linear_rampup,
+    per_sample_loss,
+    require_features,
+    sample_lambda,
+    sharpen,
+    soft_cross_entropy,
+)
 from lnlbench.components.autoaugment import randaugment_fixmatch
 from lnlbench.components.mixing import fmix, fmix_loss
 from lnlbench.contract import Method, MethodContext

@@ -172,7 +172,8 @@ def test_cutout_abs_takes_a_colour_per_channel():
 # -- recipes and the epoch ---------------------------------------------------------------------------------------------
 def test_paper_recipes_follow_run_sh():
     c10 = preset_overrides(pm.PRESETS, "paper", "cifar10", "symmetric", 0.2)
-    assert (c10["rho_start"], c10["rho_end"], c10["tau"], c10["warm_up"], c10["debias_pl"]) == (0.7, 0.7, 0.99, 10, 0.8)
+    got = (c10["rho_start"], c10["rho_end"], c10["tau"], c10["warm_up"], c10["debias_pl"])
+    assert got == (0.7, 0.7, 0.99, 10, 0.8)
     assert c10["epochs"] == 601 and c10["batch_size"] == 256 and c10["model"] == "resnet18"
     asym = preset_overrides(pm.PRESETS, "paper", "cifar10", "asymmetric", 0.4)
     assert asym["penalty"] and asym["rho_end"] == 0.5

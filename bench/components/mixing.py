@@ -1,8 +1,9 @@
 """Mixup, FMix and MixMatch mixing, sharpening and the soft-target cross-entropy.
 
 FMix (Harris et al. 2020; ``ecs-vlc/FMix`` ``fmix.py``, as ProMix's ``utils/fmix.py`` copies it): a binary
-mask from a low-frequency random image (Fourier spectrum decaying as 1/f^d, d = 3), its top ⌈λ·HW⌉ or ⌊λ·HW⌋
-pixels (½ each) set to 1, λ ~ Beta(α, α), α = 1; x·mask + x[perm]·(1 − mask), loss λ·CE(y) + (1−λ)·CE(y[perm]).
+mask from a low-frequency random image (Fourier spectrum decaying as 1/f^d, d = 3), its top ⌈λ·HW⌉ or
+⌊λ·HW⌋ pixels (½ each) set to 1, λ ~ Beta(α, α), α = 1; x·mask + x[perm]·(1 − mask), and the loss
+λ·CE(y) + (1−λ)·CE(y[perm]).
 
 λ is drawn from the method's seeded numpy generator (``ctx.rng``) and permutations from its torch
 generator (``ctx.generator``), so a trial is reproducible and resumable.
