@@ -11,8 +11,9 @@ label guessing over the last 150, no debiasing).
 Two networks trained jointly (one SGD over both; the loss is the sum). ``warm_up`` epochs of CE on the weak view
 (+ the confidence penalty for asymmetric noise), then each epoch:
 1. Class-wise small-loss selection (CSS), per net: CE in eval mode on the test transform; per noisy class j the
-   max(min(⌈ρ·N/C⌉, N_j), 1) smallest losses are the base clean set. ρ ramps linearly from ``rho_start`` to
-   ``rho_end`` over ``rampup_length`` epochs (the run scripts use ρ constant).
+   max(min(⌈ρ·N/C⌉, N_j), 1) smallest losses are the base clean set; each net trains on its own (no exchange).
+   ρ ramps linearly from ``rho_start`` to ``rho_end`` over ``rampup_length`` epochs (run.sh: ρ constant). The
+   official min-max normalisation of the losses keeps their order, so it is left out.
 2. Per batch of B (weak view: crop + flip; strong: RandomAugment(3, 5) with Cutout, then crop + flip):
    matched high-confidence selection (MHCS) adds the samples whose (not debiased) softmax gives the noisy label
    p > τ. After epoch ``epochs − 1 − start_expand``, label guessing by agreement (LGA) adds, while the set is
@@ -24,7 +25,9 @@ Two networks trained jointly (one SGD over both; the loss is the sum). ``warm_up
 4. Per net, on the chosen set: primary head CE(weak) + w·(CE(strong) + mixup + FMix) with w = ramp(rampup_length);
    the auxiliary (pseudo) head the same losses, plus β·[CE(weak) + w·CE(strong)] on the unchosen set against
    sharpened (T = 0.5) debiased pseudo-labels of the net's primary head (π_u debiasing). β = 0.1·ramp(2·rampup)
-   for epochs < 2·rampup_length and 0 after (the official expression; β = 1 throughout when debias_pl = 0).
+   for epochs < 2·rampup_length and 0 after (the official expression; β = 1 throughout when debias_pl = 0), so
+   after epoch 100 the unchosen samples reach the loss only through LGA. These pseudo-labels are soft, with no
+   confidence threshold (none in the code, unlike FixMatch).
    Mixup: Beta(4, 4), λ ← max(λ, 1 − λ), within the chosen weak views; FMix: α 1, decay 3. Test: the mean of
    both nets' primary heads ("model ensemble for inference").
 
@@ -34,16 +37,24 @@ Kaiming init), SGD lr 0.05, momentum 0.9, wd 5e-4, batch 256, 601 epochs (``rang
 warm-up 10, debias 0.8 / 0.8, ρ 0.7 at symmetric 20 %, 0.5 at symmetric 50 %, asymmetric 40 % and CIFAR-10N;
 CIFAR-100: τ 0.95, warm-up 30, debias 0.5 / 0.5, ρ 0.7 / 0.5 / 0.5 (sym 20 %, sym 50 %, CIFAR-100N). Other
 cells run on the defaults (ρ 0.2 → 0.6). ``mini``: CE's ``mini`` net, optimiser and schedule; B = CE's batch
-(digits 64, CIFAR-10 64), warm-up 10 / 5, ramps, LGA span and the prior's EMA scaled to the short run.
+(digits 64; CIFAR-10 64, DivideMix's mini), warm-up 10 / 5, ρ 0.5 constant, τ 0.99, and scaled to the short
+runs: rampup 8 / 4 epochs, LGA over the last 40 of 100 / 10 of 25, the priors' EMA m = 0.99 (0.9999 would
+barely move them in ~2,000 steps).
 
 Deviations:
 - The strong view's ops are the batched tensor versions of PIL's (``lnlbench.components.autoaugment``
   ``randaugment_fixmatch``); Cutout's box is ⌊v⌋ pixels from a uniform corner (PIL's rectangle is inclusive,
   v + 1). Under a protocol without augmentation (``mini`` CIFAR-10), or for non-RGB images, the strong view is
   the trial's transform.
+- Test accuracy is that of the mean of both primary heads (the official's printed "Acc Mean"); the official
+  log file records net 1's pseudo-head accuracy instead.
 - The warm-up's confidence penalty is Σ p log p of the logits (the official clamps the logits at 1e-12 first).
 - An empty chosen / unchosen part of a batch gives zero losses and leaves its prior unchanged (the official
-  means over an empty set are NaN); the backbone's unused projection head (``self.head``) is left out.
+  means over an empty set are NaN); the unchosen loss is not computed while β = 0 (the official multiplies it
+  by 0); the backbone's unused projection head (``self.head``) is left out.
+- LGA's ties in mean confidence keep the batch order (a stable sort; the official ``sort`` is not stable).
+- The priors are updated right after the optimiser step rather than before it, from the same pre-step
+  predictions (the same values).
 - Random numbers come from the trial's generators; augmentation is batched on the device.
 """
 from __future__ import annotations
@@ -150,7 +161,8 @@ def unchosen_weight(epoch: int, length: int, debias_pl: float) -> float:
 def class_wise_small_loss(losses: torch.Tensor, y: torch.Tensor, num_classes: int, rho: float) -> torch.Tensor:
     """CSS: per noisy class j the max(min(⌈ρ·N/C⌉, N_j), 1) smallest losses (empty classes skipped)."""
     counts = torch.bincount(y, minlength=num_classes)
-    quota = torch.clamp(torch.minimum(torch.full_like(counts, math.ceil(len(y) / num_classes * rho)), counts), min=1)
+    per_class = math.ceil(len(y) * (1.0 / num_classes) * rho)  # the official float expression
+    quota = torch.clamp(torch.minimum(torch.full_like(counts, per_class), counts), min=1)
     order = torch.argsort(losses, stable=True)
     order = order[torch.argsort(y[order], stable=True)]  # by class, then by loss
     rank = torch.arange(len(y), device=y.device) - (torch.cumsum(counts, 0) - counts)[y[order]]
@@ -289,8 +301,10 @@ class ProMix(Method):
             return masked_mean(soft_cross_entropy(debias_logits(z, prior, hp.debias_output), t, "none"), mask)
 
         xc, tc = xw[chosen], target[chosen]
-        primary = ce(out["zw"], pi, chosen) + w * (ce(out["zs"], pi, chosen) + self.mix_losses(net, xc, tc, pi, False))
-        pseudo = ce(out["hw"], pi, chosen) + w * (ce(out["hs"], pi, chosen) + self.mix_losses(net, xc, tc, pi, True))
+        primary = ce(out["zw"], pi, chosen) + w * (ce(out["zs"], pi, chosen)
+                                                   + self.mix_losses(net, xc, tc, pi, aux=False))
+        pseudo = ce(out["hw"], pi, chosen) + w * (ce(out["hs"], pi, chosen)
+                                                  + self.mix_losses(net, xc, tc, pi, aux=True))
         if beta > 0:
             t_u = sharpen(debiased_probs(out["zw"].detach(), pi_u, hp.debias_pl), hp.temperature)
             pseudo = pseudo + beta * (ce(out["hw"], pi_u, ~chosen, t_u) + w * ce(out["hs"], pi_u, ~chosen, t_u))

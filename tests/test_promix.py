@@ -192,3 +192,20 @@ def test_epoch_shape_warmup_then_selection():
     assert not torch.allclose(m.priors, torch.full_like(m.priors, 0.25))  # the priors moved
     assert torch.allclose(m.priors.sum(1), torch.ones(4), atol=1e-5)
     assert m.predict(m.ctx.normalize(m.ctx.train.x[:5])).shape == (5, 4)
+
+
+def test_rgb_epoch_uses_the_randaugment_view():
+    g = torch.Generator().manual_seed(0)
+    n = 32
+    y = torch.arange(n) % 2
+    x = torch.randint(0, 256, (n, 3, 16, 16), generator=g).to(torch.uint8)
+    aug = Augmenter.build((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 2, True, "cpu")
+    ctx = MethodContext(train=TrainSet(x=x, y=y), num_classes=2, image_shape=(3, 16, 16),
+                        device=torch.device("cpu"), seed=0, augmenter=aug)
+    hp = {"model": "mlp", "model_kwargs": {"hidden": (8,)}, "batch_size": 8, "lr": 0.05, "schedule": "constant",
+          "warm_up": 1}
+    m = pm.ProMix(build_hparams(pm.ProMixHparams, hp), ctx)
+    strong = m.strong(x[:4])
+    assert strong.shape == (4, 3, 16, 16) and strong.dtype == torch.float32
+    m.train_epoch(0)
+    assert torch.isfinite(m.train_epoch(1)["loss"])
