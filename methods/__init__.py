@@ -19,6 +19,7 @@ from . import (  # noqa: F401
     moit_plus,
     peer_loss,
     pes,
+    promix,
     sce,
     sop,
     sop_plus,

@@ -101,6 +101,10 @@ MAIN_PHASE: dict[str, tuple[str, Callable[[dict], bool]]] = {
                lambda res: "selection" not in _hist(res)[0] and "lx" not in _hist(res)[0]
                and all(r.get("selection") is not None and r["lx"] > 0 and r["lcon"] > 0
                        and 0 < r["labeled_fraction"] < 1 for r in _hist(res)[1:])),
+    "promix": ("CE warm-up in epoch 0, then CSS + MHCS selection (scored) and the debiased two-head losses",
+               lambda res: "selection" not in _hist(res)[0] and "rho" not in _hist(res)[0]
+               and all(r.get("selection") is not None and 0 < r["chosen_fraction"] < 1 and r["loss"] > 0
+                       for r in _hist(res)[1:])),
     "forward": ("CE in epoch 0 (held-out CE logged), then T estimated (transition_mae scored) and the corrected "
                 "network trained", lambda res: _is_loss_correction(res)),
     "backward": ("as forward, with the backward-corrected loss", lambda res: _is_loss_correction(res)),

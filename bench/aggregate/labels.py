@@ -127,8 +127,8 @@ def method_name(label: str, base: str | None = None) -> str:
 
 # model registry key -> the network name papers print (matched spelling-proof, see match_key)
 NETWORK_NAMES = {"cnn9": "9-layer CNN", "sce_cnn": "8-layer CNN", "preact_resnet18": "PreAct ResNet-18",
-                 "resnet34": "ResNet-34", "resnet50": "ResNet-50", "cnn_small": "small CNN (CPU scale)",
-                 "mlp": "MLP (CPU scale)"}
+                 "resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
+                 "cnn_small": "small CNN (CPU scale)", "mlp": "MLP (CPU scale)"}
 
 
 def network_name(model: str | None) -> str:

@@ -1,6 +1,7 @@
 """Shared mechanics that methods use as parts (never as base classes).
 
-- :mod:`.mixing`: mixup, MixMatch mixing over a whole concatenated batch, sharpening, soft cross-entropy
+- :mod:`.mixing`: mixup, FMix (ProMix), MixMatch mixing over a whole concatenated batch, sharpening, soft
+  cross-entropy
 - :mod:`.selection`: per-sample loss over the train set, GMM clean/noisy split, small-loss selection
 - :mod:`.ema`: exponential moving average (mean-teacher) weights
 - :mod:`.ramps`: warm-up and ramp-up schedules (linear, sigmoid, Co-teaching's forget rate)
@@ -14,7 +15,8 @@
   importance-reweighted losses, a method's own noisy hold-out split (Forward, Backward, T-Revision)
 - :mod:`.knn`, :mod:`.projection`, :mod:`.augment`: MOIT's kNN detection, projection head and memory, batched SimCLR-style views
 - :mod:`.autoaugment`: batched PIL-equivalent strong augmentation (AutoAugment's CIFAR-10 policy as SOP+'s and
-  UNICON's code read it, DISC's RandAugment pool, Cutout): SOP+, UNICON, DISC
+  UNICON's code read it, DISC's and ProMix's (FixMatch's) RandAugment pools, Cutout): SOP+, UNICON, DISC,
+  ProMix
 """
 from .clipping import clipped_step
 from .cotrain import ensemble_logits

@@ -24,6 +24,9 @@ magnitudes, so each keeps its own behaviour):
 - :func:`randaugment_ops` (DISC): ``JackYFL/DISC`` ``datasets/randaugment.py`` ``RandAugmentwogeo(n=2, m=5)`` on
   ``new_augment_pool``: n ops drawn with replacement, each with magnitude v ∈ {1, …, m − 1} and applied with
   probability 1/2, then ``CutoutAbs`` of ⌊0.15·size⌋ pixels in grey (127).
+- :func:`randaugment_fixmatch` (ProMix): ``Justherozen/ProMix`` ``utils/randaug.py`` ``RandomAugment(3, 5)``
+  (FixMatch's pool): n ops drawn with replacement from 14, each always applied with a magnitude uniform in
+  its range (m unused), then ``Cutout`` of U·½ of the width in the colour (125, 123, 114).
 
 Differences from PIL, all sub-pixel or rounding: greyscale is round(0.299R + 0.587G + 0.114B) (PIL's integer
 formula rounds the same way up to ties); ``rotate`` builds PIL's matrix in float64 without its 15-digit
@@ -169,8 +172,10 @@ def affine_matrices(op: torch.Tensor, mag: torch.Tensor, h: int, w: int) -> torc
     return torch.where(rot[:, None], rmat, mat)
 
 
-def cutout_abs(x: torch.Tensor, size: torch.Tensor, fill: float, generator: torch.Generator | None) -> torch.Tensor:
-    """``CutoutAbs``: a size×size box from (⌊max(0, U·w − size/2)⌋, …) clipped to the image, set to ``fill``."""
+def cutout_abs(x: torch.Tensor, size: torch.Tensor, fill: float | tuple[float, ...],
+               generator: torch.Generator | None) -> torch.Tensor:
+    """``CutoutAbs``: a size×size box from (⌊max(0, U·w − size/2)⌋, …) clipped to the image, set to ``fill``
+    (a grey level, or one value per channel)."""
     b, _, h, w = x.shape
     u = torch.rand(b, 2, device=x.device, generator=generator)
     x0 = torch.floor((u[:, 0] * w - size / 2).clamp(min=0)).view(-1, 1, 1)
@@ -179,7 +184,9 @@ def cutout_abs(x: torch.Tensor, size: torch.Tensor, fill: float, generator: torc
     cols = torch.arange(w, device=x.device).view(1, 1, w)
     rows = torch.arange(h, device=x.device).view(1, h, 1)
     box = (cols >= x0) & (cols < x0 + s) & (rows >= y0) & (rows < y0 + s) & (s > 0)
-    return torch.where(box.unsqueeze(1), torch.full((), fill, dtype=x.dtype, device=x.device), x)
+    value = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
+    value = value.view(1, -1, 1, 1)[:, :x.shape[1]] if value.dim() else value
+    return torch.where(box.unsqueeze(1), value, x)
 
 
 def cutout_centered(x: torch.Tensor, length: int, fill: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -360,4 +367,35 @@ def randaugment_ops(x: torch.Tensor, n: int = 2, m: int = 5, generator: torch.Ge
         op = torch.where(torch.rand(b, device=x.device, generator=generator) < 0.5, ids[k], 0)
         out = apply_ops(out, op, _signed(op, mag.float(), generator), generator, cutout_fill=127.0)
     out = cutout_abs(out, torch.full((b,), float(int(size * 0.15)), device=x.device), 127.0, generator)
+    return out.to(torch.uint8)
+
+
+# ProMix's (FixMatch's) ``augment_list``: (op, low, high); the magnitude is uniform in [low, high) in the op's
+# unit (factor, bits, degrees, shear, fraction of the size for translate, threshold)
+FIXMATCH_POOL = (("autocontrast", 0, 1), ("brightness", 0.05, 0.95), ("color", 0.05, 0.95),
+                 ("contrast", 0.05, 0.95), ("equalize", 0, 1), ("identity", 0, 1), ("posterize", 4, 8),
+                 ("rotate", -30, 30), ("sharpness", 0.05, 0.95), ("shear_x", -0.3, 0.3), ("shear_y", -0.3, 0.3),
+                 ("solarize", 0, 256), ("translate_x", -0.3, 0.3), ("translate_y", -0.3, 0.3))
+FIXMATCH_CUTOUT_FILL = (125.0, 123.0, 114.0)
+
+
+def randaugment_fixmatch(x: torch.Tensor, n: int = 3, generator: torch.Generator | None = None,
+                         pool=FIXMATCH_POOL) -> torch.Tensor:
+    """ProMix's ``RandomAugment(n, m)`` on a uint8 batch: n ops per image drawn with replacement from ``pool``,
+    each applied with a uniform magnitude in its range (posterize at int(v) bits, translate v·size pixels),
+    then a Cutout of ⌊U·½·width⌋ pixels in (125, 123, 114); returns uint8."""
+    b, _, h, w = x.shape
+    ids = torch.tensor([OP[name] for name, _, _ in pool], device=x.device)
+    low = torch.tensor([lo for _, lo, _ in pool], device=x.device, dtype=torch.float64)
+    high = torch.tensor([hi for _, _, hi in pool], device=x.device, dtype=torch.float64)
+    out = x.float()
+    for _ in range(n):
+        k = torch.randint(0, len(pool), (b,), device=x.device, generator=generator)
+        u = torch.rand(b, device=x.device, generator=generator, dtype=torch.float64)
+        mag, op = low[k] + (high[k] - low[k]) * u, ids[k]
+        mag = torch.where(op == OP["posterize"], torch.floor(mag), mag)
+        mag = mag * torch.where(op == OP["translate_x"], w, torch.where(op == OP["translate_y"], h, 1))
+        out = apply_ops(out, op, mag, generator)
+    size = torch.floor(torch.rand(b, device=x.device, generator=generator) * 0.5 * w)
+    out = cutout_abs(out, size, FIXMATCH_CUTOUT_FILL, generator)
     return out.to(torch.uint8)

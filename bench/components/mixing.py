@@ -1,9 +1,16 @@
-"""Mixup and MixMatch mixing, sharpening and the soft-target cross-entropy.
+"""Mixup, FMix and MixMatch mixing, sharpening and the soft-target cross-entropy.
+
+FMix (Harris et al. 2020; ``ecs-vlc/FMix`` ``fmix.py``, as ProMix's ``utils/fmix.py`` copies it): a binary
+mask from a low-frequency random image (Fourier spectrum decaying as 1/f^d, d = 3), its top ⌈λ·HW⌉ or
+⌊λ·HW⌋ pixels (½ each) set to 1, λ ~ Beta(α, α), α = 1; x·mask + x[perm]·(1 − mask), and the loss
+λ·CE(y) + (1−λ)·CE(y[perm]).
 
 λ is drawn from the method's seeded numpy generator (``ctx.rng``) and permutations from its torch
 generator (``ctx.generator``), so a trial is reproducible and resumable.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -64,3 +71,33 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: s
     """−Σ_c t_c log softmax(logits)_c, per sample, then mean (or none)."""
     loss = -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1)
     return loss.mean() if reduction == "mean" else loss
+
+
+def fmix_mask(h: int, w: int, lam: float, rng: np.random.Generator, decay_power: float = 3.0) -> np.ndarray:
+    """FMix's ``sample_mask`` for a given λ (max_soft 0): the (h, w) 0/1 mask of the largest pixels of a
+    low-frequency image, ⌈λ·hw⌉ or ⌊λ·hw⌋ of them (½ each)."""
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.fftfreq(w)[: w // 2 + (2 if w % 2 else 1)]
+    freqs = np.sqrt(fx * fx + fy * fy)
+    scale = 1.0 / np.maximum(freqs, 1.0 / max(w, h)) ** decay_power
+    param = rng.standard_normal((*freqs.shape, 2))
+    image = np.real(np.fft.irfftn(scale * (param[..., 0] + 1j * param[..., 1]), (h, w), axes=(0, 1)))[:h, :w]
+    num = math.ceil(lam * h * w) if rng.random() > 0.5 else math.floor(lam * h * w)
+    mask = np.zeros(h * w)
+    mask[np.argsort(-image.reshape(-1), kind="stable")[:num]] = 1.0
+    return mask.reshape(h, w)
+
+
+def fmix(x: torch.Tensor, alpha: float, rng: np.random.Generator, generator: torch.Generator | None = None,
+         decay_power: float = 3.0) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """FMix of a batch with a random permutation of itself: (mixed x, permutation, λ)."""
+    lam = float(rng.beta(alpha, alpha))
+    mask = torch.as_tensor(fmix_mask(x.shape[-2], x.shape[-1], lam, rng, decay_power), dtype=x.dtype,
+                           device=x.device)
+    perm = torch.randperm(x.shape[0], device=x.device, generator=generator)
+    return mask * x + (1 - mask) * x[perm], perm, lam
+
+
+def fmix_loss(logits: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, lam: float) -> torch.Tensor:
+    """FMix's loss: λ·CE(logits, y) + (1 − λ)·CE(logits, y[perm]) (batch means; integer labels)."""
+    return lam * F.cross_entropy(logits.float(), y) + (1 - lam) * F.cross_entropy(logits.float(), y[perm])
