@@ -114,11 +114,40 @@ def streaming_lines(s: dict[str, Any]) -> list[str]:
             f"crop): {per}; {j['n_images']} files, batch {j['batch_size']}"]
 
 
+def _x(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}×"
+
+
+def official_lines(c: dict[str, Any]) -> list[str]:
+    """``--compare-official``: both sides' seconds and ours ÷ official (below 1: ours faster)."""
+    o, f, q = c["ours"], c["official"], c["ratios"]
+    lab = lambda s: " + ".join("/".join(str(n) for n in ep) for ep in s.get("labeled", [])[-1:]) or "?"
+    rows = [("warm-up epoch", "warmup_epoch_s", "warmup_epoch"), ("DivideMix epoch", "dividemix_epoch_s",
+            "dividemix_epoch"), ("  division (2 nets)", "division_s", "division"),
+            ("    per-sample loss pass", "loss_pass_s", "loss_pass"), ("    GMM fit + posterior", "gmm_s", "gmm"),
+            ("  MixMatch loop (2 nets)", "mixmatch_s", "mixmatch"),
+            ("MixMatch iteration", "mixmatch_iteration_s", "mixmatch_iteration")]
+    lines = [f"official DivideMix vs ours: {_net(c)}, {c['n_train']} images, identical noisy labels, batch "
+             f"{c['batch_size']}, warm-up {c['warm_up']} + {c['epochs']} DivideMix epochs (the first of each "
+             f"phase untimed when it has more); official loaders {c['official_workers']} workers",
+             f"   official code {c['repo']}, patched: {c['patches']}",
+             f"   {'':<26} {'ours s':>9} {'official s':>10} {'ours/official':>13}"]
+    for name, key, rk in rows:
+        a, b = o.get(key), f.get(key)
+        lines.append(f"   {name:<26} {a if a is None else f'{a:.3f}':>9} {b if b is None else f'{b:.3f}':>10} "
+                     f"{_x(q.get(rk)):>13}")
+    lines += [f"   MixMatch iterations per epoch: ours {o.get('iterations', 0):.0f} (labelled {lab(o)}), official "
+              f"{f.get('iterations', 0):.0f} (labelled {lab(f)}); DivideMix epoch at the official's labelled-set "
+              f"sizes: {_x(q.get('dividemix_epoch_equal_labeled'))}"]
+    return lines
+
+
 def render(r: dict[str, Any]) -> str:
     """The whole report as text."""
     lines = header(r)
     sections = (("engine_overhead", engine_lines), ("augmentation", augment_lines), ("method_cost", method_lines),
-                ("grid_packing", grid_lines), ("memory", memory_lines), ("streaming", streaming_lines))
+                ("grid_packing", grid_lines), ("memory", memory_lines), ("streaming", streaming_lines),
+                ("official", official_lines))
     for key, fn in sections:
         if key in r:
             lines += ["", *fn(r[key])]
