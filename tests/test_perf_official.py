@@ -131,7 +131,8 @@ def test_ratios_per_epoch_per_iteration_and_at_equal_labelled_sizes():
 
 
 def test_the_report_prints_the_patches_and_both_normalisations():
-    ours, official = summarise(_epochs([1.0], [(10.0, 2.0, 0.5, 7.5, 15)])), summarise(_epochs([2.0], [(12.0, 4.0, 0.5, 7.5, 10)]))
+    ours = summarise(_epochs([1.0], [(10.0, 2.0, 0.5, 7.5, 15)]))
+    official = summarise(_epochs([2.0], [(12.0, 4.0, 0.5, 7.5, 10)]))
     text = "\n".join(official_lines({
         "ours": ours, "official": official, "ratios": ratios(ours, official), "patches": "device calls (...)",
         "repo": "/x", "n_train": 1000, "model": "cnn_small", "model_kwargs": {}, "batch_size": 64, "warm_up": 1,

@@ -78,7 +78,8 @@ def write_cifar_batches(folder: Path, x: np.ndarray, y: np.ndarray, x_test: np.n
     folder.mkdir(parents=True, exist_ok=True)
     parts = zip(np.array_split(np.asarray(x), 5), np.array_split(np.asarray(y), 5))
     for i, (xb, yb) in enumerate(parts, 1):
-        (folder / f"data_batch_{i}").write_bytes(pickle.dumps({"data": xb.reshape(len(xb), -1), "labels": yb.tolist()}))
+        batch = {"data": xb.reshape(len(xb), -1), "labels": yb.tolist()}
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
     (folder / "test_batch").write_bytes(pickle.dumps({"data": np.asarray(x_test).reshape(len(x_test), -1),
                                                      "labels": np.asarray(y_test).tolist()}))
 
@@ -177,8 +178,8 @@ def run_official(repo: Path, work: Path, trial: Any, device: str, warm_up: int, 
     (work / "official-config.json").write_text(json.dumps(cfg))
     log = work / "official.log"
     with open(log, "w") as fh:
-        proc = subprocess.run([sys.executable, "-m", "lnlbench.perf.official_runner", str(work / "official-config.json")],
-                              stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        cmd = [sys.executable, "-m", "lnlbench.perf.official_runner", str(work / "official-config.json")]
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if proc.returncode:
         tail = (log.read_text(errors="replace").strip().splitlines() or ["no output"])[-1][-300:]
         raise RuntimeError(f"the official DivideMix run failed (exit {proc.returncode}): {tail}")

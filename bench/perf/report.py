@@ -56,15 +56,26 @@ def augment_lines(a: dict[str, Any]) -> list[str]:
              f"{a['num_workers']} loader worker processes)"] if a.get("device") == "cpu" else [])
 
 
+def _x(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}×"
+
+
 def method_lines(c: dict[str, Any]) -> list[str]:
     rows = c["rows"]
     epochs = ", ".join(str(e) for e in rows[0]["timed_epochs"])
-    lines = [f"3. method cost: one post-warm-up epoch relative to CE ({_net(c)}, {c['n_train']} images, "
-             f"{c['recipe']}; timed epoch(s) {epochs}, epoch 0 untimed)",
-             f"   {'method':<14} {'s/epoch':>8} {'× CE':>6} {'batch':>6}  timed"]
+    target = rows[0].get("floor_target")
+    lines = [f"3. method cost: one post-warm-up epoch relative to CE and to the method's own compute floor "
+             f"({_net(c)}, {c['n_train']} images, {c['recipe']}; timed epoch(s) {epochs}, epoch 0 untimed)",
+             "   floor = the bare passes its COMPUTE_FLOOR declares per optimizer step (trained rows × B, no-grad "
+             "rows × B) × the steps counted, + its whole-train-set forwards"
+             + (f"; target ≤ {target:g}× its floor" if target else ""),
+             f"   {'method':<14} {'s/epoch':>8} {'× CE':>6} {'floor s':>8} {'× floor':>8} {'batch':>6}  timed"]
     for row in rows:
-        lines.append(f"   {row['method']:<14} {row['s_per_epoch']:>8.3f} {row['ratio']:>6.2f} "
-                     f"{row['batch_size']:>6}  {row['note'] or 'as configured'}")
+        fl = row.get("floor_ratio")
+        floor_s = f"{row['floor_s']:>8.3f}" if "floor_s" in row else f"{'n/a':>8}"
+        mark = "" if fl is None or target is None or fl <= target else " !"
+        lines.append(f"   {row['method']:<14} {row['s_per_epoch']:>8.3f} {row['ratio']:>6.2f} {floor_s} "
+                     f"{_x(fl) + mark:>8} {row['batch_size']:>6}  {row['note'] or 'as configured'}")
     return lines
 
 
@@ -112,10 +123,6 @@ def streaming_lines(s: dict[str, Any]) -> list[str]:
             f"32-px images, batch {s['batch_size']}, crop+flip+normalise on the device, worker start-up counted",
             f"   224-px JPEGs ({j['file_size'][0]}x{j['file_size'][1]} files -> {j['canvas']} canvas -> {j['crop']} "
             f"crop): {per}; {j['n_images']} files, batch {j['batch_size']}"]
-
-
-def _x(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.2f}×"
 
 
 def official_lines(c: dict[str, Any]) -> list[str]:
