@@ -136,15 +136,15 @@ def official_lines(c: dict[str, Any]) -> list[str]:
             ("MixMatch iteration", "mixmatch_iteration_s", "mixmatch_iteration")]
     lines = [f"official DivideMix vs ours: {_net(c)}, {c['n_train']} images, identical noisy labels, batch "
              f"{c['batch_size']}, warm-up {c['warm_up']} + {c['epochs']} DivideMix epochs (the first of each "
-             f"phase untimed when it has more); official loaders {c['official_workers']} workers",
+             f"phase untimed when it has more); official loaders: {c['official_workers']} worker(s) each",
              f"   official code {c['repo']}, patched: {c['patches']}",
              f"   {'':<26} {'ours s':>9} {'official s':>10} {'ours/official':>13}"]
     for name, key, rk in rows:
         a, b = o.get(key), f.get(key)
         lines.append(f"   {name:<26} {a if a is None else f'{a:.3f}':>9} {b if b is None else f'{b:.3f}':>10} "
                      f"{_x(q.get(rk)):>13}")
-    lines += [f"   MixMatch iterations per epoch: ours {o.get('iterations', 0):.0f} (labelled {lab(o)}), official "
-              f"{f.get('iterations', 0):.0f} (labelled {lab(f)}); DivideMix epoch at the official's labelled-set "
+    lines += [f"   MixMatch iterations per epoch: ours {o.get('iterations', 0):.1f} (last epoch's labelled sets "
+              f"{lab(o)}), official {f.get('iterations', 0):.1f} ({lab(f)}); DivideMix epoch at the official's labelled-set "
               f"sizes: {_x(q.get('dividemix_epoch_equal_labeled'))}"]
     return lines
 
