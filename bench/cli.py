@@ -172,8 +172,16 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
     executors = {None: None, "both": ["light", "train"]}.get(args.executor, [args.executor])
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
-    result = run_perf(QUICK if args.quick else FULL, device=args.device, skip_ray=args.skip_ray,
-                      executors=executors, methods=args.method or None, log=log)
+    if args.compare_official:
+        from .perf.official import check_official
+        from .perf.run import run_compare_official
+
+        check_official(args.compare_official)  # a wrong folder fails now, in one line, before any data are built
+        result = run_compare_official(QUICK if args.quick else FULL, args.compare_official, device=args.device,
+                                      workers=args.official_workers, log=log)
+    else:
+        result = run_perf(QUICK if args.quick else FULL, device=args.device, skip_ray=args.skip_ray,
+                          executors=executors, methods=args.method or None, log=log)
     print(render(result))
     if args.json:
         from pathlib import Path
@@ -195,6 +203,12 @@ def _perf_args(p: argparse.ArgumentParser) -> None:
                    help="runner executor(s) for grid packing (default: light with --quick, both otherwise)")
     p.add_argument("--method", action="append", default=[],
                    help="time only this method (repeatable; CE is always timed; default: every registered one)")
+    p.add_argument("--compare-official", metavar="DIR", default=None,
+                   help="instead of the six figures: our DivideMix beside the official code in DIR (a clone of "
+                        "github.com/LiJunnan1992/DivideMix, patched in memory only: device calls, network, dataset "
+                        "size), on identical noisy labels; 2,000 images with --quick, 10,000 otherwise")
+    p.add_argument("--official-workers", type=int, default=None, metavar="K",
+                   help="with --compare-official: the official loaders' worker processes (default: its 5)")
 
 
 

@@ -226,6 +226,30 @@ class MethodContext:
         return self.dist.broadcast_(tensor)
 
 
+@dataclass(frozen=True)
+class ComputeFloor:
+    """The bare network passes a method's algorithm needs, per optimizer step of its main phase.
+
+    ``train``: rows forwarded with gradients, backpropagated and stepped (one SGD step), and ``forward``:
+    rows forwarded without gradients, both in units of the method's batch size B and timed as one pass each
+    (CE: 1 and 0; DivideMix: the 4B mixed rows and the 6B co-guessing/co-refinement rows); ``epoch_forward``:
+    no-grad forwards over the whole train set per epoch (DivideMix's two divisions: 2). ``lnlbench perf``
+    times these bare on the same network and batches and prints each method's epoch as × its own floor.
+    """
+
+    train: float = 1.0
+    forward: float = 0.0
+    epoch_forward: float = 0.0
+
+    def __post_init__(self) -> None:
+        if min(self.train, self.forward, self.epoch_forward) < 0 or self.train + self.forward <= 0:
+            raise ValueError(f"a compute floor needs rows per step and no negative count: {self}")
+
+    def rows(self, batch_size: int) -> tuple[int, int]:
+        """(rows of the trained pass, rows of the no-grad pass) of one step at batch size ``batch_size``."""
+        return round(self.train * batch_size), round(self.forward * batch_size)
+
+
 class Method:
     """Base of every method: hyperparameters, presets and default checkpoint state.
 
@@ -245,6 +269,8 @@ class Method:
     # Small hyperparameter overrides under which a few epochs reach the method's main phase (after warm-up,
     # ramps, first pruning); the contract tests and `lnlbench perf` apply them on top of the preset.
     SMOKE: ClassVar[dict[str, Any]] = {}
+    # The passes one optimizer step of the main phase needs (default: one forward + backward of one net).
+    COMPUTE_FLOOR: ClassVar[ComputeFloor] = ComputeFloor()
     # Preset keys ("dataset", "dataset/noise", "dataset/noise@rate") whose recipe cannot run yet, each with
     # the one line saying what is missing; asking for such a cell is that error (lnlbench.hparams).
     WAITING: ClassVar[dict[str, str]] = {}

@@ -74,7 +74,7 @@ from lnlbench.components.cotrain import (
     set_adam_plan,
     small_loss_exchange,
 )
-from lnlbench.contract import Method, MethodContext
+from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import MINI_CIFAR, MINI_TINY, Recipe, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
@@ -130,6 +130,7 @@ class Coteaching(EpochForgetRate, Method):
                     "exponent": ("choice", [0.5, 1.0, 2.0])}
     STATE_ATTRS = ("kept", "last_loss", "tau_estimate")
     SMOKE = {"num_gradual": 3, "epoch_decay_start": 2}  # R = τ/2 in epoch 0, then τ; Adam's decay plan from 1
+    COMPUTE_FLOOR = ComputeFloor(train=1)  # each net's own step: 2 forward+backward per batch
     selection_threshold = 0.25  # kept by at least one of the two networks
 
     def __init__(self, hp: CoteachingHparams, ctx: MethodContext):

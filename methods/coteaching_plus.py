@@ -51,7 +51,7 @@ from lnlbench.components.cotrain import (
     set_adam_plan,
     small_loss_exchange,
 )
-from lnlbench.contract import Method, MethodContext
+from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import MINI_CIFAR, Recipe, TrainHparams
 from lnlbench.registry import register_method
@@ -136,6 +136,7 @@ class CoteachingPlus(EpochForgetRate, Method):
     PRESETS = PRESETS
     STATE_ATTRS = ("kept", "last_loss", "tau_estimate")
     SMOKE = {"num_gradual": 3, "epoch_decay_start": 2, "init_epoch": 2}  # Co-teaching (R = τ/2) in epoch 0
+    COMPUTE_FLOOR = ComputeFloor(train=1)  # each net's own step: 2 forward+backward per batch
     SEARCH_SPACE = {"init_epoch": ("randint", 1, 40), "num_gradual": ("randint", 1, 20)}
     selection_threshold = 0.25  # kept by at least one of the two networks
 

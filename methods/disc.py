@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from lnlbench.components import mix, sample_lambda
 from lnlbench.components.autoaugment import randaugment_ops
-from lnlbench.contract import Method, MethodContext
+from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
@@ -154,6 +154,7 @@ class DISC(Method):
     PRESETS = PRESETS
     STATE_ATTRS = ("w_probs", "s_probs", "tau_w", "tau_s", "clean", "hard", "purified", "weak_labels", "divisions")
     SMOKE = {"start_epoch": 1}  # two-view CE in epoch 0, then the sets from its division
+    COMPUTE_FLOOR = ComputeFloor(train=2)  # weak and strong views in one forward+backward
     SEARCH_SPACE: ClassVar[dict[str, tuple]] = {"ema_momentum": ("choice", [0.9, 0.95, 0.99]),
                                                 "sigma": ("uniform", 0.2, 0.6),
                                                 "lambda_h": ("choice", [0.2, 0.5, 1.0])}

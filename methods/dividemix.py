@@ -89,7 +89,7 @@ from lnlbench.components import (
     soft_cross_entropy,
 )
 from lnlbench.components.selection import minmax
-from lnlbench.contract import Method, MethodContext
+from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, Recipe, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
@@ -218,6 +218,9 @@ class DivideMix(Method):
     SEARCH_SPACE = {**SGD_SPACE, "lambda_u": ("choice", [0.0, 25.0, 150.0]),
                     "p_threshold": ("choice", [0.5, 0.6]), "alpha": ("choice", [0.5, 4.0])}
     SMOKE = {"warm_up": 1}  # reach co-divide + MixMatch after one epoch (contract tests, lnlbench perf)
+    # per MixMatch step: the 4B mixed rows trained, 6B rows guessed without gradients (the net: x1, x2, u1, u2;
+    # the partner: u1, u2); per epoch the two divisions' passes over the train set
+    COMPUTE_FLOOR = ComputeFloor(train=4, forward=6, epoch_forward=2)
     STATE_ATTRS = ("loss_hist", "hist_count")
 
     def __init__(self, hp: DivideMixHparams, ctx: MethodContext):

@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 
 from lnlbench.components import ModelEMA, ensemble_logits, mixup, sigmoid_rampup, soft_cross_entropy
-from lnlbench.contract import Method, MethodContext
+from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, Recipe, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 from lnlbench.search import SGD_SPACE
@@ -154,6 +154,7 @@ class ELRPlus(Method):
                     "lam": ("choice", [1.0, 3.0, 5.0, 7.0, 10.0]), "mixup_alpha": ("choice", [0.5, 1.0, 2.0])}
     STATE_ATTRS = ("targets1", "targets2", "global_step")
     SMOKE = {"ema_step": 4, "coef_step": 0}  # the EMA decay at ema_alpha after 3 steps, λ unramped
+    COMPUTE_FLOOR = ComputeFloor(train=1, forward=1)  # the mixed batch trained, the peer's EMA forward
 
     def __init__(self, hp: ELRPlusHparams, ctx: MethodContext):
         super().__init__(hp, ctx)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from lnlbench.components import ensemble_logits, forget_rate_schedule, small_loss_mask
 from lnlbench.components.cotrain import EpochForgetRate, adam_plan, forget_rate_mode, set_adam_plan
-from lnlbench.contract import Method, MethodContext
+from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import MINI_CIFAR, Recipe, TrainHparams
 from lnlbench.registry import register_method
@@ -110,6 +110,7 @@ class JoCoR(EpochForgetRate, Method):
     PRESETS = PRESETS
     STATE_ATTRS = ("kept", "last_loss", "tau_estimate")
     SMOKE = {"num_gradual": 3, "epoch_decay_start": 2}  # R = τ/2 in epoch 0, then τ; Adam's decay from 1
+    COMPUTE_FLOOR = ComputeFloor(train=2)  # both nets forward+backward in one joint step
     SEARCH_SPACE = {"co_lambda": ("uniform", 0.5, 0.95), "num_gradual": ("randint", 1, 20)}
 
     def __init__(self, hp: JoCoRHparams, ctx: MethodContext):

@@ -62,7 +62,7 @@ from lnlbench.components import sample_lambda
 from lnlbench.components.augment import ComplexAugment
 from lnlbench.components.knn import knn_detect
 from lnlbench.components.projection import CrossBatchMemory, ProjectionNet
-from lnlbench.contract import Method, MethodContext
+from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
@@ -164,6 +164,8 @@ class MOIT(Method):
     SEARCH_SPACE = {**SGD_SPACE, "k_val": ("choice", [50, 100, 250]), "alpha": ("choice", [0.5, 1.0, 2.0])}
     STATE_ATTRS = ("clean", "q", "detections")
     SMOKE = {"xbm_begin": 1, "start_correction": 1, "k_val": 10}
+    # two mixed views trained, the un-augmented view forwarded
+    COMPUTE_FLOOR = ComputeFloor(train=2, forward=1)
     display_name = "MOIT"
 
     def __init__(self, hp: MOITHparams, ctx: MethodContext):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lnlbench.contract import MethodContext
+from lnlbench.contract import ComputeFloor, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import Recipe, as_recipe, make_sgd, set_lr
 from lnlbench.methods.moit import MOIT, MOIT_DIGITS, MOIT_MINI_CIFAR10, MOIT_PAPER, MOITHparams
@@ -89,6 +89,8 @@ class MOITPlus(MOIT):
     PRESETS = PLUS_PRESETS
     STATE_ATTRS = ("clean", "q", "detections", "pool")
     SMOKE = {"xbm_begin": 1, "start_correction": 1, "k_val": 10, "moit_epochs": 2, "plus_boot_start": 0}
+    # the mixed batch trained, the un-augmented batch forwarded
+    COMPUTE_FLOOR = ComputeFloor(train=1, forward=1)
     display_name = "MOIT+"
 
     def __init__(self, hp: MOITPlusHparams, ctx: MethodContext):

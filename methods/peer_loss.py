@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lnlbench.contract import Method, MethodContext
+from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
@@ -136,6 +136,7 @@ class PeerLoss(Method):
     PRESETS = PRESETS
     # α = 0 in epoch 0 (plain CE), then the peer term: the uniform plan's first pieces over 3 epochs
     SMOKE = {"alpha_plan": ((1, 0.0, 0.0), (2, 1.0, 2.0)), "plan_epochs": 3}
+    COMPUTE_FLOOR = ComputeFloor(train=2)  # the batch and its peer batch through one graph
     SEARCH_SPACE = {"lr": ("loguniform", 0.01, 0.2)}
 
     def __init__(self, hp: PeerLossHparams, ctx: MethodContext):

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from lnlbench import evalbatch
 from lnlbench.components import linear_rampup, mixmatch, sharpen, soft_cross_entropy
 from lnlbench.components.layerwise import fix_, renew_, renewed_modules, train_only_
-from lnlbench.contract import Method, MethodContext
+from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 
@@ -169,6 +169,7 @@ class PES(Method):
     STATE_ATTRS = ("confident", "selected", "fixed_stages")
     # CE in epoch 0, the refinement (one epoch each) in epoch 1, training on the confident set in epoch 2
     SMOKE = {"t1": 1, "t2": 1, "t3": 1}
+    COMPUTE_FLOOR = ComputeFloor(train=1, epoch_forward=2)  # CE steps; the two-view softmax per epoch
     SEARCH_SPACE = {"t1": ("randint", 10, 40), "pes_lr": ("loguniform", 1e-5, 1e-3)}
 
     def __init__(self, hp: PESHparams, ctx: MethodContext):
@@ -263,6 +264,8 @@ class PESSemi(PES):
     PRESETS = SEMI_PRESETS
     # CE in epoch 0, the head refinement then MixMatch in epoch 1 and 2
     SMOKE = {"t1": 1, "t2": 0, "t3": 1}
+    # MixMatch step: 4B mixed rows trained, u1 and u2 guessed (2B); the two-view softmax pass per epoch
+    COMPUTE_FLOOR = ComputeFloor(train=4, forward=2, epoch_forward=2)
     SEARCH_SPACE = {"t1": ("randint", 10, 40), "lambda_u": ("loguniform", 1.0, 150.0)}
 
     def _cycle(self, pool: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:

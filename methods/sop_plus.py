@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from lnlbench.components.autoaugment import autoaugment_cifar10, cutout_centered
+from lnlbench.contract import ComputeFloor
 from lnlbench.methods.sop import SEARCH_SPACE, SOPBase, SOPHparams, sop_mini, sop_paper
 from lnlbench.registry import register_method
 
@@ -57,6 +58,7 @@ class SOPPlus(SOPBase):
     """SOP with a strong second view: consistency and class-balance regularisers (Liu et al. 2022)."""
 
     display_name = "SOP+"
+    COMPUTE_FLOOR = ComputeFloor(train=2)  # weak and strong views in one forward+backward
     Hparams = SOPPlusHparams
     PRESETS = PRESETS
     SEARCH_SPACE = SEARCH_SPACE | {"ratio_consistency": ("uniform", 0.0, 1.0),

@@ -65,7 +65,7 @@ from lnlbench.components import ensemble_logits, gmm_clean_probability, linear_r
 from lnlbench.components.division import class_mean_similarity, feature_clean_probability, parallel_division
 from lnlbench.components.metaclf import fit_meta_classifier, golden_negatives, meta_features
 from lnlbench.components.selection import minmax
-from lnlbench.contract import MethodContext
+from lnlbench.contract import ComputeFloor, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import Recipe, lr_at, set_lr
 from lnlbench.registry import register_method
@@ -143,6 +143,8 @@ class TSSD(DivideMix):
     SEARCH_SPACE = {**SGD_SPACE, "lambda_u": ("choice", [0.0, 25.0, 150.0]),
                     "p_threshold": ("choice", [0.5, 0.6]), "meta_threshold": ("choice", [0.3, 0.5, 0.7])}
     SMOKE = {"warm_up": 1}  # PSD + MSP + the SSL stage from the second epoch
+    # DivideMix's SSL step (_train_sets) and one division per net
+    COMPUTE_FLOOR = ComputeFloor(train=4, forward=6, epoch_forward=2)
     WAITING = {}
     uses_clean_data = True
     golden_default = 10  # where the recipe has no size: 10 per class (CIFAR-100's, Tiny-ImageNet's convention)

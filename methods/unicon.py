@@ -53,7 +53,7 @@ from lnlbench.components import ensemble_logits, linear_rampup, mixmatch, soft_c
 from lnlbench.components.augment import ComplexAugment
 from lnlbench.components.autoaugment import UNICON_POLICY, autoaugment_cifar10
 from lnlbench.components.projection import ProjectionNet, simclr_loss
-from lnlbench.contract import Method, MethodContext
+from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
@@ -155,6 +155,9 @@ class UNICON(Method):
     Hparams = UNICONHparams
     PRESETS = PRESETS
     SMOKE = {"warm_up": 1}  # the selection and SSL from epoch 1
+    # 4B mixed + 2B strong unlabelled rows (SimCLR) trained, DivideMix's 6B guesses; per epoch both nets over
+    # the train set for the selection
+    COMPUTE_FLOOR = ComputeFloor(train=6, forward=6, epoch_forward=2)
     STATE_ATTRS = ("labeled", "selected")
     SEARCH_SPACE = {"lambda_u": ("loguniform", 5.0, 150.0), "lambda_c": ("loguniform", 0.005, 0.1)}
 

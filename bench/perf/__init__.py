@@ -20,7 +20,8 @@
 
 The package: :mod:`.common` (sizes, synthetic data, timing), :mod:`.inprocess` (1-3), :mod:`.trials` (4
 and 5, whole trials in Ray or fresh processes; Ray only through :mod:`lnlbench.runner`), :mod:`.streaming`
-(6), :mod:`.run`
+(6), :mod:`.official` + :mod:`.official_runner` (``--compare-official``: the official DivideMix beside ours,
+in a child process), :mod:`.run`
 (:func:`run_perf`), :mod:`.report` (the text report). Each imports only those before it: no circle.
 
 Data are synthetic CIFAR-shaped uint8 images (a colour template per class plus noise; nothing is

@@ -17,7 +17,7 @@ from lnlbench.datasets.cifar import CIFAR10_CLASSES
 from lnlbench.registry import METHODS
 
 SCHEMA = "lnlbench.perf/1"
-TARGETS = {"engine_overhead": 1.10, "augmentation": 20.0, "grid_packing": 1.15}
+TARGETS = {"engine_overhead": 1.10, "augmentation": 20.0, "grid_packing": 1.15, "compute_floor": 1.15}
 
 
 
@@ -49,13 +49,14 @@ class Sizes:
     n_stream: int = 2048  # streaming: CIFAR-sized images streamed vs on the device
     n_jpeg: int = 64  # streaming: 224-px JPEG files decoded per timed pass
     stream_reps: int = 1
+    n_official: int = 1000  # --compare-official: training images on both sides
 
 
 QUICK = Sizes("quick", pairs=4, n_aug=4096, aug_reps=3, n_method=512, method_reps=3, grid_trial_s=2.0,
-              n_stream=4096, n_jpeg=256, stream_reps=3)
+              n_stream=4096, n_jpeg=256, stream_reps=3, n_official=2000)
 FULL = Sizes("full", n_train=10000, n_test=2000, pairs=4, n_aug=10000, aug_reps=3, n_method=2000,
              method_reps=2, grid_trials=4, grid_trial_s=30.0, n_memory=2000, n_stream=20000, n_jpeg=2000,
-             stream_reps=3)
+             stream_reps=3, n_official=10000)
 
 
 # -- data, trials, timing --------------------------------------------------------------------------------

@@ -15,6 +15,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable
@@ -24,8 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from lnlbench.config import TrialConfig, resolve
+from lnlbench.contract import ComputeFloor
 from lnlbench.data import prepare
 from lnlbench.datasets.augment import Augmenter
 from lnlbench.datasets.cifar import CIFAR10
@@ -194,24 +198,107 @@ def augmentation(sizes: Sizes, device: str) -> dict[str, Any]:
 
 
 # -- 3. method cost --------------------------------------------------------------------------------------
+def floor_seconds(floor: ComputeFloor, steps: float, n_train: int, batch_size: int, t: dict[str, float]) -> float:
+    """Seconds of a method's epoch at its compute floor: ``steps`` × (one bare trained pass ``t["train"]`` +
+    one bare no-grad pass ``t["forward"]``, of the floor's rows) + its whole-train-set forwards, each
+    ⌈n_train / B⌉ no-grad passes of B rows (``t["eval"]``)."""
+    return steps * (t["train"] + t["forward"]) + floor.epoch_forward * math.ceil(n_train / batch_size) * t["eval"]
+
+
+def floor_ratio(epoch_s: float, floor_s: float) -> float | None:
+    """A method's epoch as × its own compute floor (None where the floor is 0: no steps were counted)."""
+    return epoch_s / floor_s if floor_s > 0 else None
+
+
+class StepCounter:
+    """Optimizer steps while active (every ``torch.optim`` optimizer, whichever helper calls ``step``)."""
+
+    def __enter__(self) -> StepCounter:
+        self.steps = 0
+        self._handle = register_optimizer_step_post_hook(self._count)
+        return self
+
+    def _count(self, *_: Any) -> None:
+        self.steps += 1
+
+    def __exit__(self, *_: Any) -> None:
+        self._handle.remove()
+
+
+def bare_pass_times(trial: Any, floor: ComputeFloor, reps: int, cache: dict[tuple, dict[str, float]]) -> dict[str, float]:
+    """Seconds of one bare forward+backward+SGD step over the floor's trained rows, one no-grad forward over
+    its other rows and one over B rows, on a fresh copy of the trial's network and its augmented train images."""
+    hp, ctx = trial.trial.hparams, trial.ctx
+    (nt, nf), b = floor.rows(hp.batch_size), hp.batch_size
+    key = (hp.model, json.dumps(hp.model_kwargs, sort_keys=True), nt, nf, b, str(trial.device))
+    if key in cache:
+        return cache[key]
+    net = ctx.make_model(hp.model, **hp.model_kwargs)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    gen = torch.Generator(device=trial.device).manual_seed(0)
+    n = len(ctx.train)
+
+    def batch(rows: int) -> torch.Tensor:
+        return ctx.augment(ctx.train.x[torch.randint(0, n, (rows,), device=trial.device, generator=gen)])
+
+    def train_pass(rows: int) -> None:
+        net.train()
+        x, y = batch(rows), ctx.train.y[:1].expand(rows)
+        with ctx.autocast():
+            loss = F.cross_entropy(net(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @torch.no_grad()
+    def forward_pass(rows: int) -> None:
+        with ctx.autocast():
+            net(batch(rows))
+
+    out = {}
+    for name, fn, rows in (("train", train_pass, nt), ("forward", forward_pass, nf), ("eval", forward_pass, b)):
+        if rows == 0:
+            out[name] = 0.0
+            continue
+        if name == "eval":
+            net.eval()
+        fn(rows)  # first-call costs, untimed
+        out[name] = median([timed(lambda f=fn, r=rows: f(r), trial.device) for _ in range(max(3, reps))])
+    cache[key] = out
+    return out
+
+
 def method_cost(work: Path, sizes: Sizes, device: str, methods: list[str] | None = None) -> dict[str, Any]:
-    """Seconds per post-warm-up epoch of each method and its ratio to CE; methods interleave per round."""
+    """Seconds per post-warm-up epoch of each method, its ratio to CE and to its own compute floor (the bare
+    passes its ``COMPUTE_FLOOR`` declares, per optimizer step counted in the timed epochs); methods
+    interleave per round."""
     names = ["ce", *[m for m in (methods or METHODS.names()) if m != "ce"]]
     trials = {m: build_trial(trial_config(work, sizes, m, device, sizes.n_method, f"cost-{m}")) for m in names}
     times: dict[str, list[float]] = {m: [] for m in names}
+    steps: dict[str, list[int]] = {m: [] for m in names}
     logs: dict[str, dict[str, Any]] = {}
     for epoch in range(sizes.method_reps + 1):  # epoch 0 (warm-up, first-call costs) is not timed
         for m in names[epoch % len(names):] + names[:epoch % len(names)]:  # each round starts elsewhere
             trial = trials[m]
-            dt = timed(lambda e=epoch, tr=trial, m=m: logs.__setitem__(m, host_values(tr.method.train_epoch(e))),
-                       trial.device)
+            with StepCounter() as count:
+                dt = timed(lambda e=epoch, tr=trial, m=m: logs.__setitem__(m, host_values(tr.method.train_epoch(e))),
+                           trial.device)
             if epoch:
                 times[m].append(dt)
-    ce = median(times["ce"])
-    rows = [{"method": m, "s_per_epoch": median(times[m]), "ratio": median(times[m]) / ce,
-             "batch_size": trials[m].trial.hparams.batch_size, "timed_epochs": list(range(1, sizes.method_reps + 1)),
-             "overrides": smoke_overrides(m), "note": _note(m),
-             "logs": {k: v for k, v in logs[m].items() if isinstance(v, (int, float))}} for m in names]
+                steps[m].append(count.steps)
+    ce, cache = median(times["ce"]), {}
+    rows = []
+    for m in names:
+        trial, floor = trials[m], METHODS.get(m).COMPUTE_FLOOR
+        hp, s = trial.trial.hparams, median(times[m])
+        t = bare_pass_times(trial, floor, sizes.method_reps, cache)
+        floor_s = median([floor_seconds(floor, k, len(trial.ctx.train), hp.batch_size, t) for k in steps[m]])
+        rows.append({
+            "method": m, "s_per_epoch": s, "ratio": s / ce, "batch_size": hp.batch_size,
+            "timed_epochs": list(range(1, sizes.method_reps + 1)), "overrides": smoke_overrides(m), "note": _note(m),
+            "floor": dataclasses.asdict(floor), "floor_s": floor_s, "floor_ratio": floor_ratio(s, floor_s),
+            "floor_target": TARGETS["compute_floor"], "steps": median(steps[m]), "bare_pass_s": t,
+            "logs": {k: v for k, v in logs[m].items() if isinstance(v, (int, float))}})
     return {"rows": rows, "n_train": sizes.n_method, "model": sizes.model, "model_kwargs": sizes.model_kwargs,
             "recipe": "each method's paper CIFAR-10 recipe, network replaced"}
 

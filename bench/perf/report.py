@@ -56,15 +56,26 @@ def augment_lines(a: dict[str, Any]) -> list[str]:
              f"{a['num_workers']} loader worker processes)"] if a.get("device") == "cpu" else [])
 
 
+def _x(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}×"
+
+
 def method_lines(c: dict[str, Any]) -> list[str]:
     rows = c["rows"]
     epochs = ", ".join(str(e) for e in rows[0]["timed_epochs"])
-    lines = [f"3. method cost: one post-warm-up epoch relative to CE ({_net(c)}, {c['n_train']} images, "
-             f"{c['recipe']}; timed epoch(s) {epochs}, epoch 0 untimed)",
-             f"   {'method':<14} {'s/epoch':>8} {'× CE':>6} {'batch':>6}  timed"]
+    target = rows[0].get("floor_target")
+    lines = [f"3. method cost: one post-warm-up epoch relative to CE and to the method's own compute floor "
+             f"({_net(c)}, {c['n_train']} images, {c['recipe']}; timed epoch(s) {epochs}, epoch 0 untimed)",
+             "   floor = the bare passes its COMPUTE_FLOOR declares per optimizer step (trained rows × B, no-grad "
+             "rows × B) × the steps counted, + its whole-train-set forwards"
+             + (f"; target ≤ {target:g}× its floor" if target else ""),
+             f"   {'method':<14} {'s/epoch':>8} {'× CE':>6} {'floor s':>8} {'× floor':>8} {'batch':>6}  timed"]
     for row in rows:
-        lines.append(f"   {row['method']:<14} {row['s_per_epoch']:>8.3f} {row['ratio']:>6.2f} "
-                     f"{row['batch_size']:>6}  {row['note'] or 'as configured'}")
+        fl = row.get("floor_ratio")
+        floor_s = f"{row['floor_s']:>8.3f}" if "floor_s" in row else f"{'n/a':>8}"
+        mark = "" if fl is None or target is None or fl <= target else " !"
+        lines.append(f"   {row['method']:<14} {row['s_per_epoch']:>8.3f} {row['ratio']:>6.2f} {floor_s} "
+                     f"{_x(fl) + mark:>8} {row['batch_size']:>6}  {row['note'] or 'as configured'}")
     return lines
 
 
@@ -114,11 +125,36 @@ def streaming_lines(s: dict[str, Any]) -> list[str]:
             f"crop): {per}; {j['n_images']} files, batch {j['batch_size']}"]
 
 
+def official_lines(c: dict[str, Any]) -> list[str]:
+    """``--compare-official``: both sides' seconds and ours ÷ official (below 1: ours faster)."""
+    o, f, q = c["ours"], c["official"], c["ratios"]
+    lab = lambda s: " + ".join("/".join(str(n) for n in ep) for ep in s.get("labeled", [])[-1:]) or "?"
+    rows = [("warm-up epoch", "warmup_epoch_s", "warmup_epoch"), ("DivideMix epoch", "dividemix_epoch_s",
+            "dividemix_epoch"), ("  division (2 nets)", "division_s", "division"),
+            ("    per-sample loss pass", "loss_pass_s", "loss_pass"), ("    GMM fit + posterior", "gmm_s", "gmm"),
+            ("  MixMatch loop (2 nets)", "mixmatch_s", "mixmatch"),
+            ("MixMatch iteration", "mixmatch_iteration_s", "mixmatch_iteration")]
+    lines = [f"official DivideMix vs ours: {_net(c)}, {c['n_train']} images, identical noisy labels, batch "
+             f"{c['batch_size']}, warm-up {c['warm_up']} + {c['epochs']} DivideMix epochs (the first of each "
+             f"phase untimed when it has more); official loaders: {c['official_workers']} worker(s) each",
+             f"   official code {c['repo']}, patched: {c['patches']}",
+             f"   {'':<26} {'ours s':>9} {'official s':>10} {'ours/official':>13}"]
+    for name, key, rk in rows:
+        a, b = o.get(key), f.get(key)
+        lines.append(f"   {name:<26} {a if a is None else f'{a:.3f}':>9} {b if b is None else f'{b:.3f}':>10} "
+                     f"{_x(q.get(rk)):>13}")
+    lines += [f"   MixMatch iterations per epoch: ours {o.get('iterations', 0):.1f} (last epoch's labelled sets "
+              f"{lab(o)}), official {f.get('iterations', 0):.1f} ({lab(f)}); DivideMix epoch at the official's labelled-set "
+              f"sizes: {_x(q.get('dividemix_epoch_equal_labeled'))}"]
+    return lines
+
+
 def render(r: dict[str, Any]) -> str:
     """The whole report as text."""
     lines = header(r)
     sections = (("engine_overhead", engine_lines), ("augmentation", augment_lines), ("method_cost", method_lines),
-                ("grid_packing", grid_lines), ("memory", memory_lines), ("streaming", streaming_lines))
+                ("grid_packing", grid_lines), ("memory", memory_lines), ("streaming", streaming_lines),
+                ("official", official_lines))
     for key, fn in sections:
         if key in r:
             lines += ["", *fn(r[key])]

@@ -70,3 +70,18 @@ def run_perf(sizes: Sizes, device: str = "auto", skip_ray: bool = False, executo
     out["machine"]["load_average_end"] = list(os.getloadavg())
     out["wall_s"] = time.perf_counter() - t0
     return out
+
+
+def run_compare_official(sizes: Sizes, repo: str, device: str = "auto", workers: int | None = None,
+                         log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``--compare-official``: the official DivideMix beside ours (:mod:`.official`), with the machine's facts."""
+    from .official import compare_official
+
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"schema": SCHEMA, "mode": sizes.mode, "sizes": asdict(sizes),
+                           "machine": machine_info(pick_device(device))}
+    out["official"] = {**compare_official(repo, sizes, device, workers=workers, log=log),
+                       "measure_s": time.perf_counter() - t0}
+    out["machine"]["load_average_end"] = list(os.getloadavg())
+    out["wall_s"] = time.perf_counter() - t0
+    return out
