@@ -17,18 +17,12 @@ from lnlbench.datasets.augment import Augmenter
 from lnlbench.hparams import build_hparams, preset_overrides
 from lnlbench.methods import promix as pm
 
+from toy_ctx import TOY_HP, toy_context
+
 
 def _method(n: int = 96, **hp) -> pm.ProMix:
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(n) % 4
-    x = (torch.randint(0, 100, (n, 1, 8, 8), generator=g) + 50 * y.view(-1, 1, 1, 1)).to(torch.uint8)
-    y[:n // 4] = (y[:n // 4] + 1) % 4  # a quarter of the labels wrong
-    ctx = MethodContext(train=TrainSet(x=x, y=y), num_classes=4, image_shape=(1, 8, 8),
-                        device=torch.device("cpu"), seed=0, augmenter=Augmenter.build((0.5,), (0.25,), 1, False, "cpu"))
-    torch.manual_seed(0)
-    hp = {"model": "mlp", "model_kwargs": {"hidden": (16, 16)}, "batch_size": 16, "lr": 0.05,
-          "schedule": "constant", "warm_up": 1, "bias_m": 0.9, **hp}
-    return pm.ProMix(build_hparams(pm.ProMixHparams, hp), ctx)
+    ctx = toy_context(n)
+    return pm.ProMix(build_hparams(pm.ProMixHparams, {**TOY_HP, "bias_m": 0.9, **hp}), ctx)
 
 
 # -- class-wise small-loss selection (CSS) -------------------------------------------------------------------------

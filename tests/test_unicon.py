@@ -14,18 +14,12 @@ from lnlbench.hparams import build_hparams, preset_overrides
 from lnlbench.methods import unicon as uc
 from lnlbench.registry import MODELS
 
+from toy_ctx import TOY_HP, toy_context
+
 
 def _method(n: int = 96, **hp) -> uc.UNICON:
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(n) % 4
-    x = (torch.randint(0, 100, (n, 1, 8, 8), generator=g) + 50 * y.view(-1, 1, 1, 1)).to(torch.uint8)
-    y[:n // 4] = (y[:n // 4] + 1) % 4  # a quarter of the labels wrong
-    ctx = MethodContext(train=TrainSet(x=x, y=y), num_classes=4, image_shape=(1, 8, 8),
-                        device=torch.device("cpu"), seed=0, augmenter=Augmenter.build((0.5,), (0.25,), 1, False, "cpu"))
-    torch.manual_seed(0)
-    hp = {"model": "mlp", "model_kwargs": {"hidden": (16, 16)}, "batch_size": 16, "lr": 0.05,
-          "schedule": "constant", "warm_up": 1, "proj_dim": 8, **hp}
-    return uc.UNICON(build_hparams(uc.UNICONHparams, hp), ctx)
+    ctx = toy_context(n)
+    return uc.UNICON(build_hparams(uc.UNICONHparams, {**TOY_HP, "proj_dim": 8, **hp}), ctx)
 
 
 def test_jsd_per_sample_by_hand():
