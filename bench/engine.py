@@ -271,9 +271,12 @@ class Trial:
         return rec
 
     def finish(self) -> dict[str, Any]:
-        """Write the finished result and drop the checkpoint (unless kept)."""
-        result = self.write("ok")
+        """Write the finished result and drop the checkpoint (unless kept).
+
+        The ``end`` event goes first: a process killed between the two leaves a ``running`` result that a
+        resume finishes from the last checkpoint, never an ``ok`` result whose log has no ``end``."""
         self.event("end", epoch=len(self.history))
+        result = self.write("ok")
         if self.dist.is_main and not self.cfg.keep_checkpoint:
             checkpoint.remove(self.ckpt_path)
         return result

@@ -57,11 +57,14 @@ import torch
 import torch.nn.functional as F
 
 from lnlbench.components.transition import (
+    anchor_indices,
     anchor_transition,
     backward_corrected_loss,
     forward_corrected_loss,
     holdout_split,
     predict_probs,
+    shared_anchors,
+    transition_inverse,
 )
 from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
@@ -147,6 +150,7 @@ class Forward(Method):
         self.optimizer = make_sgd(self.model.parameters(), hp)
         self.T = ctx.transition.clone() if known else torch.eye(c, device=ctx.device)
         self.estimated = known
+        self.anchors: torch.Tensor | None = None  # the estimate's anchor sample per class (not checkpointed)
         self.best_loss = float("inf")
         # the official validation_split, on noisy labels
         self.holdout, self.fit_idx = holdout_split(ctx.rng, len(ctx.train), hp.holdout_fraction, ctx.device)
@@ -203,6 +207,7 @@ class Forward(Method):
         self.best_ce.eval()
         probs = predict_probs(self.best_ce, self.ctx.train.x, self.ctx.normalize, self.ctx.eval_batch_size,
                               self.ctx.autocast)
+        self.anchors = anchor_indices(probs, self.hp.filter_outlier, self.hp.anchor_percentile)
         self.T = anchor_transition(probs, self.hp.filter_outlier, self.hp.anchor_percentile)
         self.ctx.broadcast_(self.T)
         self.estimated = True
@@ -234,14 +239,57 @@ class Forward(Method):
 
 @register_method("backward")
 class Backward(Forward):
-    """As :class:`Forward`, with the backward-corrected loss −(T⁻¹)_ỹ· · log q (Patrini 2017)."""
+    """As :class:`Forward`, with the backward-corrected loss −(T⁻¹)_ỹ· · log q (Patrini 2017).
+
+    T⁻¹ is computed once per estimate (as the official code does), in float64, and its condition number is
+    logged every corrected epoch (``transition_condition``): an ill-conditioned estimate is why a backward
+    run collapses. A singular T (two classes whose anchor is the same sample, or a near-rank-one estimate)
+    fails the trial with a one-line error naming the classes and the remedies, where the official
+    ``numpy.linalg.inv`` raises."""
 
     display_name = "Backward"
     # the 5-step smoke CE stage at the mini lr leaves near-uniform posteriors, so T is near rank one and its
     # inverse diverges (as the paper warns of ill-conditioned T); at lr 0.2 the smoke estimate is usable
     SMOKE = {"ce_epochs": 1, "lr": 0.2}
 
+    def __init__(self, hp: ForwardHparams, ctx: MethodContext):
+        super().__init__(hp, ctx)
+        self._inverse: torch.Tensor | None = None
+        self._inverse_of: tuple[torch.Tensor, int] | None = None  # the T it inverts, and T's version then
+        self.condition: float | None = None
+        if self.estimated:  # the known matrix: refuse a singular one before training
+            self.inverse()
+
+    def inverse(self) -> torch.Tensor:
+        """T⁻¹, recomputed only when T changes (an estimate, a checkpoint restore)."""
+        src = self._inverse_of
+        if src is None or src[0] is not self.T or src[1] != self.T._version:
+            inv, self.condition = transition_inverse(self.T)
+            if inv is None:
+                raise LnlError(self.singular_message())
+            self._inverse, self._inverse_of = inv.to(self.T.device), (self.T, self.T._version)
+        return self._inverse
+
+    def singular_message(self) -> str:
+        if self.hp.transition == "known":
+            return (f"backward: the noise generator's transition matrix is singular (condition number "
+                    f"{self.condition:.3g}), so it has no inverse; use the forward correction for this noise")
+        shared = shared_anchors(self.anchors) if self.anchors is not None else []
+        why = "; ".join(f"classes {', '.join(map(str, g))} share anchor sample {int(self.anchors[g[0]])}"
+                        for g in shared) or "its rows are nearly dependent"
+        return (f"backward: the anchor-point estimate of T is singular (condition number {self.condition:.3g}: "
+                f"{why}), so it has no inverse; lengthen the CE stage (--hp ce_epochs=N), try --hp "
+                "filter_outlier=false, or use the forward correction, which needs no inverse")
+
+    def estimate(self) -> None:
+        super().estimate()
+        self.inverse()
+
     def corrected_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # T⁻¹ of the C×C matrix at every step (the official code inverts once): tiny, on the device, and
-        # never stale after an estimate or a checkpoint restore
-        return backward_corrected_loss(logits, y, torch.linalg.inv(self.T.double()).float()).mean()
+        return backward_corrected_loss(logits, y, self.inverse()).mean()
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        logs = super().train_epoch(epoch)
+        if self.estimated and self.condition is not None:
+            logs["transition_condition"] = self.condition
+        return logs

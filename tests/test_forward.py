@@ -11,7 +11,7 @@ from lnlbench.config import TrialConfig, resolve
 from lnlbench.contract import MethodContext, TrainSet
 from lnlbench.engine import Trial, run_trial
 from lnlbench.errors import LnlError
-from lnlbench.methods.forward import Forward, ForwardHparams
+from lnlbench.methods.forward import Backward, Forward, ForwardHparams
 
 CELL = dict(dataset="digits", noise="symmetric", rate=0.5, seed=0, subset=16, preset="mini")
 
@@ -21,13 +21,13 @@ def _cfg(tmp_path, method="forward", epochs=3, **hp):
                        out_dir=str(tmp_path), **CELL)
 
 
-def _method(**hp) -> Forward:
+def _method(cls=Forward, transition_matrix=None, **hp) -> Forward:
     x = torch.zeros(40, 1, 8, 8, dtype=torch.uint8)
     ctx = MethodContext(train=TrainSet(x=x, y=torch.arange(40) % 4), num_classes=4, image_shape=(1, 8, 8),
-                        device=torch.device("cpu"), seed=0, augmenter=None)
+                        device=torch.device("cpu"), seed=0, augmenter=None, transition=transition_matrix)
     base = dict(model="mlp", model_kwargs={"hidden": [8]}, epochs=10, ce_epochs=4, lr=0.1, schedule="step",
                 milestones=(2,))
-    return Forward(ForwardHparams(**{**base, **hp}), ctx)
+    return cls(ForwardHparams(**{**base, **hp}), ctx)
 
 
 def test_schedule_restarts_in_the_corrected_stage_and_the_holdout_is_a_tenth():
@@ -79,3 +79,30 @@ def test_bad_settings_are_one_line_errors(tmp_path):
             resolve(_cfg(tmp_path, **hp))
         assert "\n" not in str(err.value)
     resolve(_cfg(tmp_path, epochs=1, transition="known", ce_epochs=5))  # the oracle has no CE stage
+
+
+def test_backward_inverts_once_per_estimate_and_logs_the_condition():
+    m = _method(Backward)
+    m.T = torch.full((4, 4), 0.1) + 0.6 * torch.eye(4)  # symmetric noise 0.3
+    inv = m.inverse()
+    torch.testing.assert_close(inv @ m.T, torch.eye(4), atol=1e-5, rtol=0)
+    assert m.inverse() is inv  # cached while T is unchanged
+    m.T.mul_(1.0)  # an in-place change (a checkpoint restore copies into T): inverted again
+    assert m.inverse() is not inv
+    assert m.condition == pytest.approx(1 / 0.6)  # eigenvalues 1.0 and 0.6 of the symmetric T
+
+
+def test_backward_refuses_a_singular_estimate_naming_the_shared_anchor():
+    m = _method(Backward)
+    m.anchors = torch.tensor([5, 9, 9, 2])  # classes 1 and 2 read the same sample: equal rows
+    m.T = torch.eye(4)
+    m.T[2] = m.T[1]
+    with pytest.raises(LnlError, match="classes 1, 2 share anchor sample 9") as err:
+        m.inverse()
+    assert "\n" not in str(err.value) and "ce_epochs" in str(err.value)
+
+
+def test_backward_refuses_a_singular_known_matrix_at_construction():
+    with pytest.raises(LnlError, match="generator's transition matrix is singular"):
+        _method(Backward, transition_matrix=torch.full((4, 4), 0.25), transition="known")
+    _method(Backward, transition_matrix=torch.eye(4), transition="known")

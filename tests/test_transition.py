@@ -12,6 +12,8 @@ from lnlbench.components.transition import (
     anchor_indices,
     anchor_transition,
     backward_corrected_loss,
+    shared_anchors,
+    transition_inverse,
     forward_corrected_loss,
     predict_probs,
 )
@@ -97,3 +99,20 @@ def test_transition_error_is_the_mean_absolute_error():
     assert transition_error(torch.eye(2), np.array([[0.5, 0.5], [0.0, 1.0]])) == pytest.approx(0.25)
     with pytest.raises(ValueError, match="shape"):
         transition_error(torch.eye(3), np.eye(2))
+
+
+def test_transition_inverse_returns_none_for_a_singular_or_float32_hopeless_matrix():
+    inv, cond = transition_inverse(T3)
+    torch.testing.assert_close(inv @ T3, torch.eye(3), atol=1e-5, rtol=0)
+    assert 1.0 <= cond < 10
+    dup = T3.clone()
+    dup[2] = dup[0]
+    assert transition_inverse(dup)[0] is None
+    near = torch.tensor([[0.5, 0.5], [0.5, 0.5 + 1e-9]])
+    inv, cond = transition_inverse(near)
+    assert inv is None and cond > 1e8
+
+
+def test_shared_anchors_groups_classes_reading_one_sample():
+    assert shared_anchors(torch.tensor([3, 7, 3, 1, 7, 3])) == [(0, 2, 5), (1, 4)]
+    assert shared_anchors(torch.tensor([0, 1, 2])) == []

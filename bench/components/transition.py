@@ -56,6 +56,26 @@ def anchor_transition(probs: torch.Tensor, filter_outlier: bool = True, percenti
     return (t / t.sum(1, keepdim=True).clamp_min(1e-12)).float()
 
 
+def transition_inverse(transition: torch.Tensor) -> tuple[torch.Tensor | None, float]:
+    """(T⁻¹ in float32 or None, the 2-norm condition number of T): None where T is singular, or so
+    ill-conditioned (condition ≥ 1 / float32 ε) that a float32 T⁻¹ is rounding noise. The official code
+    inverts once with ``numpy.linalg.inv``, which raises only on an exactly singular matrix."""
+    t = transition.double()
+    cond = float(torch.linalg.cond(t))
+    if not cond < 1.0 / torch.finfo(torch.float32).eps:  # inf / nan: singular
+        return None, cond
+    return torch.linalg.inv(t).float(), cond
+
+
+def shared_anchors(anchors: torch.Tensor) -> list[tuple[int, ...]]:
+    """The groups of classes (two or more) whose anchor point is the same training sample: their rows of
+    the estimate are equal, so T is singular."""
+    groups: dict[int, list[int]] = {}
+    for cls, idx in enumerate(anchors.tolist()):
+        groups.setdefault(idx, []).append(cls)
+    return [tuple(g) for g in groups.values() if len(g) > 1]
+
+
 def forward_corrected_loss(logits: torch.Tensor, y: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
     """Per-sample forward correction −log (q T)_y: the clean posterior pushed through T, scored on y."""
     q = F.softmax(logits.float(), dim=1).clamp(EPS, 1.0 - EPS)
