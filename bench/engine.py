@@ -41,6 +41,7 @@ from .results import (
     DataFields,
     NoiseFields,
     TrialResult,
+    cpu,
     git_commit,
     host,
     summarize,
@@ -316,7 +317,7 @@ class Trial:
             hparams=asdict(t.hparams), golden=golden_fields(t, d), method_flags=_method_flags(t),
             data=data, history=self.history, **summarize(self.history), wall_time_s=self.elapsed,
             device=str(self.device), device_name=dev_name, device_hours=self.elapsed / 3600.0,
-            torch_threads=torch.get_num_threads(), versions=versions(), git_commit=git_commit(), host=host(),
+            torch_threads=torch.get_num_threads(), cpu=cpu(), versions=versions(), git_commit=git_commit(), host=host(),
             started_at=self.started_at,
             finished_at=_now() if status != "running" else None).to_dict()
         write_json(self.dir / "result.json", result)

@@ -112,6 +112,9 @@ class TrialResult:
     amp: str = "off"  # "off" | "bf16" | "fp16"
     # CPU threads torch used: a CPU reduction's order, hence float results' last bits, depend on it
     torch_threads: int | None = None
+    # The CPU model and torch's CPU kernel capability ("AVX2", "AVX512", ...): float results differ across
+    # CPUs (vector widths change reduction orders), so two runs of one trial id compare only on the same one
+    cpu: str | None = None
     recipe: dict[str, Any] | None = None  # {"status": "preset" | "default", "missing": str | None, ...}
     noise_label: str | None = None
     # The golden (clean-labelled) set: {per_class, use ("context" | "add" | "withheld"), n}; None without
@@ -178,6 +181,30 @@ def git_commit() -> str | None:
 
 def host() -> str:
     return socket.gethostname()
+
+
+@lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``'s model name; the platform's processor string elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@lru_cache(maxsize=1)
+def cpu() -> str:
+    """``"<model> [<torch's CPU capability>]"``, e.g. ``"Intel(R) Xeon(R) Processor [AVX512]"``."""
+    try:
+        import torch
+
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (ImportError, AttributeError, RuntimeError):
+        capability = "?"
+    return f"{cpu_name()} [{capability}]"
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

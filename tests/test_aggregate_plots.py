@@ -109,3 +109,13 @@ def test_tables_from_a_reports_trials_csv(tmp_path: Path, capsys: pytest.Capture
     assert (again / "leaderboard_last.md").read_text() == (report / "leaderboard_last.md").read_text()
     assert (again / "plots" / "accuracy_vs_noise.png").exists()
     assert not list((again / "plots").glob("curves*"))
+
+
+def test_report_says_which_cpus_ran_the_trials(report: Path) -> None:
+    import pandas as pd
+
+    from lnlbench.aggregate.report import _cpus
+
+    assert "CPU: not recorded" in (report / "README.md").read_text()  # the synthetic results have none
+    t = pd.DataFrame({"cpu": ["Xeon [AVX512]", "Xeon [AVX512]", "EPYC [AVX2]", None]})
+    assert _cpus(t) == "CPUs: EPYC [AVX2] (1), Xeon [AVX512] (2); not recorded for 1 older trials."

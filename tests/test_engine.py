@@ -39,6 +39,7 @@ def test_result_json_schema(tmp_path):
     assert set(on_disk["data"]) == {f.name for f in dataclasses.fields(DataFields)}
     assert {"selected_epoch", "amp", "recipe", "noise_label"} <= set(on_disk) and "attempts" not in on_disk
     assert on_disk["torch_threads"] == torch.get_num_threads()  # float results' last bits depend on it
+    assert on_disk["cpu"].endswith(f"[{torch.backends.cpu.get_cpu_capability()}]")  # and on the CPU's kernels
     assert on_disk["data"]["source"] and len(on_disk["data"]["transition"]) == on_disk["data"]["num_classes"]
     assert on_disk["history"][on_disk["selected_epoch"]]["test_acc"] == on_disk["selected_acc"]
     assert on_disk["schema"] == "lnlbench.result/1"

@@ -37,7 +37,7 @@ TRIAL_COLUMNS = [
     "device_hours", "device", "device_name", "model", "preset", "uses_clean_data", "uses_true_transition",
     "reconstructed", "reconstruction", "transition_mae",
     "realized_rate", "n_train", "git_commit", "finished_at", "base_method", "variant", "config", "command",
-    "path", "amp", "recipe_status", "golden_per_class", "tuned",
+    "path", "amp", "recipe_status", "golden_per_class", "tuned", "cpu",
 ]
 CURVE_COLUMNS = ["trial_id", "method", "dataset", "noise", "rate", "seed", "epoch", "test_acc", "val_acc",
                  "precision", "recall", "selected_fraction", "transition_mae"]

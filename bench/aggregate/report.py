@@ -87,12 +87,23 @@ def _figures_md(plots: dict[str, list[Path]], out: Path) -> list[str]:
     return lines
 
 
+def _cpus(t) -> str:
+    """Which CPUs ran the trials (float results differ across CPUs, so a rerun compares only on the same)."""
+    cpus = t["cpu"].dropna() if "cpu" in t else t.iloc[:0, 0]
+    known = ", ".join(f"{c} ({n})" for c, n in sorted(cpus.value_counts().items()))
+    unknown = len(t) - len(cpus)
+    if not known:
+        return "CPU: not recorded (results written before lnlbench recorded it)."
+    return f"CPUs: {known}" + (f"; not recorded for {unknown} older trials." if unknown else ".")
+
+
 def _readme(runs: Runs, boards: dict[str, str], comps: dict[str, str], plots: dict[str, list[Path]],
             out: Path, metric: str, command: str, notes: str, transition: str | None = None) -> str:
     t = runs.trials
     origin = (f"Produced by `{command}` from {runs.files} result files ({len(t)} finished trials, "
               f"{len(runs.problems)} skipped); methods: {', '.join(sorted(t['method'].unique()))}; "
               f"lnlbench commits: {', '.join(sorted(set(t['git_commit'].fillna('?'))))}.")
+    origin += " " + _cpus(t)
     lines = [f"# Leaderboard: {', '.join(sorted(t['dataset'].unique()))}", "", origin, ""]
     if notes:
         lines += [notes.strip(), ""]

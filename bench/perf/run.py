@@ -15,7 +15,7 @@ import torch
 
 from lnlbench.engine import pick_device
 from lnlbench.registry import METHODS
-from lnlbench.results import git_commit, host, versions
+from lnlbench.results import cpu, cpu_name, git_commit, host, versions
 
 from . import trials
 from .common import SCHEMA, Sizes, cores
@@ -24,19 +24,9 @@ from .streaming import streaming
 
 
 # -- all of it -------------------------------------------------------------------------------------------
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(dev: torch.device) -> dict[str, Any]:
     return {"host": host(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "cpus_available": cores(),
+            "cpu": cpu_name(), "cpu_capability": cpu().rsplit("[", 1)[-1].rstrip("]"), "cpu_count": os.cpu_count(), "cpus_available": cores(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "load_average_start": list(os.getloadavg()), "versions": versions(), "git_commit": git_commit(),
