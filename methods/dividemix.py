@@ -73,7 +73,7 @@ Deviations from the official code:
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -85,17 +85,15 @@ from lnlbench.components import (
     linear_rampup,
     mixmatch,
     per_sample_loss,
-    sharpen,
     soft_cross_entropy,
 )
+from lnlbench.components.mixing import co_guess, co_refine, neg_entropy
 from lnlbench.components.selection import minmax
 from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, Recipe, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 from lnlbench.search import SGD_SPACE
-
-Net = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -150,29 +148,6 @@ PRESETS = {
         "cifar10/asymmetric": {"penalty": True, "lambda_u": 0.0},
     },
 }
-
-
-def neg_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Confidence penalty of the warm-up: mean Σ_c p_c log p_c (adding it rewards high entropy)."""
-    logp = F.log_softmax(logits.float(), dim=1)
-    return (logp.exp() * logp).sum(1).mean()
-
-
-@torch.no_grad()
-def co_refine(net: Net, x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
-              temperature: float) -> torch.Tensor:
-    """Label co-refinement: sharpen(w·onehot(y) + (1−w)·mean softmax of the net over both views)."""
-    p = (F.softmax(net(x1).float(), 1) + F.softmax(net(x2).float(), 1)) / 2
-    w = w.view(-1, 1)
-    return sharpen(w * F.one_hot(y, p.shape[1]).float() + (1 - w) * p, temperature)
-
-
-@torch.no_grad()
-def co_guess(net: Net, other: Net, u1: torch.Tensor, u2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Label co-guessing: sharpen(mean softmax of both nets over both views); ``other`` is in eval mode."""
-    p = F.softmax(net(u1).float(), 1) + F.softmax(net(u2).float(), 1)
-    p = p + F.softmax(other(torch.cat([u1, u2])).float(), 1).view(2, len(u1), -1).sum(0)
-    return sharpen(p / 4, temperature)
 
 
 def split_division(pool: torch.Tensor | None, prob: torch.Tensor,

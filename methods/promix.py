@@ -77,13 +77,11 @@ from lnlbench.components import (
     soft_cross_entropy,
 )
 from lnlbench.components.autoaugment import randaugment_fixmatch
-from lnlbench.components.mixing import fmix, fmix_loss
+from lnlbench.components.mixing import fmix, fmix_loss, neg_entropy
 from lnlbench.contract import Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
-
-from .dividemix import neg_entropy
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from toy_ctx import TOY_HP, toy_context
 
 from lnlbench.components import autoaugment as aa
 from lnlbench.components.mixing import fmix, fmix_loss, fmix_mask
@@ -16,8 +17,6 @@ from lnlbench.contract import MethodContext, TrainSet
 from lnlbench.datasets.augment import Augmenter
 from lnlbench.hparams import build_hparams, preset_overrides
 from lnlbench.methods import promix as pm
-
-from toy_ctx import TOY_HP, toy_context
 
 
 def _method(n: int = 96, **hp) -> pm.ProMix:

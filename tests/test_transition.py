@@ -12,10 +12,10 @@ from lnlbench.components.transition import (
     anchor_indices,
     anchor_transition,
     backward_corrected_loss,
-    shared_anchors,
-    transition_inverse,
     forward_corrected_loss,
     predict_probs,
+    shared_anchors,
+    transition_inverse,
 )
 from lnlbench.metrics import transition_error
 

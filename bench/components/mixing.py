@@ -1,4 +1,5 @@
-"""Mixup, FMix and MixMatch mixing, sharpening and the soft-target cross-entropy.
+"""Mixup, FMix and MixMatch mixing, sharpening, the soft-target cross-entropy, and the DivideMix family's
+label co-refinement, co-guessing and confidence penalty (DivideMix, UNICON, ProMix).
 
 FMix (Harris et al. 2020; ``ecs-vlc/FMix`` ``fmix.py``, as ProMix's ``utils/fmix.py`` copies it): a binary
 mask from a low-frequency random image (Fourier spectrum decaying as 1/f^d, d = 3), its top ⌈λ·HW⌉ or
@@ -11,6 +12,7 @@ generator (``ctx.generator``), so a trial is reproducible and resumable.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -61,6 +63,9 @@ def mixmatch(inputs: list[torch.Tensor], targets: list[torch.Tensor], alpha: flo
     return xm, tm, lam
 
 
+Net = Callable[[torch.Tensor], torch.Tensor]
+
+
 def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
     """p^(1/T), renormalised over classes (MixMatch's sharpening; T = 0.5 in DivideMix)."""
     q = p.pow(1.0 / temperature)
@@ -101,3 +106,26 @@ def fmix(x: torch.Tensor, alpha: float, rng: np.random.Generator, generator: tor
 def fmix_loss(logits: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, lam: float) -> torch.Tensor:
     """FMix's loss: λ·CE(logits, y) + (1 − λ)·CE(logits, y[perm]) (batch means; integer labels)."""
     return lam * F.cross_entropy(logits.float(), y) + (1 - lam) * F.cross_entropy(logits.float(), y[perm])
+
+
+def neg_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Confidence penalty of the warm-up: mean Σ_c p_c log p_c (adding it rewards high entropy)."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    return (logp.exp() * logp).sum(1).mean()
+
+
+@torch.no_grad()
+def co_refine(net: Net, x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+              temperature: float) -> torch.Tensor:
+    """Label co-refinement: sharpen(w·onehot(y) + (1−w)·mean softmax of the net over both views)."""
+    p = (F.softmax(net(x1).float(), 1) + F.softmax(net(x2).float(), 1)) / 2
+    w = w.view(-1, 1)
+    return sharpen(w * F.one_hot(y, p.shape[1]).float() + (1 - w) * p, temperature)
+
+
+@torch.no_grad()
+def co_guess(net: Net, other: Net, u1: torch.Tensor, u2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Label co-guessing: sharpen(mean softmax of both nets over both views); ``other`` is in eval mode."""
+    p = F.softmax(net(u1).float(), 1) + F.softmax(net(u2).float(), 1)
+    p = p + F.softmax(other(torch.cat([u1, u2])).float(), 1).view(2, len(u1), -1).sum(0)
+    return sharpen(p / 4, temperature)
