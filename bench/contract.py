@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -235,6 +235,7 @@ class ComputeFloor:
     (CE: 1 and 0; DivideMix: the 4B mixed rows and the 6B co-guessing/co-refinement rows); ``epoch_forward``:
     no-grad forwards over the whole train set per epoch (DivideMix's two divisions: 2). ``lnlbench perf``
     times these bare on the same network and batches and prints each method's epoch as × its own floor.
+    Rows that depend on hyperparameters or on the size of a selected set: :meth:`Method.compute_floor`.
     """
 
     train: float = 1.0
@@ -269,7 +270,8 @@ class Method:
     # Small hyperparameter overrides under which a few epochs reach the method's main phase (after warm-up,
     # ramps, first pruning); the contract tests and `lnlbench perf` apply them on top of the preset.
     SMOKE: ClassVar[dict[str, Any]] = {}
-    # The passes one optimizer step of the main phase needs (default: one forward + backward of one net).
+    # The passes one optimizer step of the main phase needs (default: one forward + backward of one net);
+    # ``compute_floor`` refines it where hyperparameters or set sizes change them.
     COMPUTE_FLOOR: ClassVar[ComputeFloor] = ComputeFloor()
     # Preset keys ("dataset", "dataset/noise", "dataset/noise@rate") whose recipe cannot run yet, each with
     # the one line saying what is missing; asking for such a cell is that error (lnlbench.hparams).
@@ -319,6 +321,17 @@ class Method:
         set), which the harness scores like ``clean_probability`` (precision, recall) into the history's
         ``selection_sets``; e.g. TSSD's certain set beside its distilled one. Empty: none."""
         return {}
+
+    @classmethod
+    def compute_floor(cls, hp: Any, logs: Mapping[str, Any] | None = None) -> ComputeFloor:
+        """The floor of a main-phase step under these hyperparameters (``COMPUTE_FLOOR`` by default).
+
+        Methods whose necessary passes depend on a hyperparameter (MLNT's M fast-weight passes) or on the
+        size of a selected set (UNICON's unlabelled batch, ProMix's chosen rows) override it; ``logs`` are
+        the timed epoch's logged scalars (``lnlbench perf`` passes them), None gives the method's stated
+        default for the set sizes.
+        """
+        return cls.COMPUTE_FLOOR
 
     @classmethod
     def uses_true_transition(cls, hp: Any) -> bool:

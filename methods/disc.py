@@ -154,7 +154,10 @@ class DISC(Method):
     PRESETS = PRESETS
     STATE_ATTRS = ("w_probs", "s_probs", "tau_w", "tau_s", "clean", "hard", "purified", "weak_labels", "divisions")
     SMOKE = {"start_epoch": 1}  # two-view CE in epoch 0, then the sets from its division
-    COMPUTE_FLOOR = ComputeFloor(train=2)  # weak and strong views in one forward+backward
+    # Per step: the weak and strong views of B in one forward + backward (2B), and the mixup of each view of
+    # the weak-label set C ∪ H ∪ P (2wB, w its share; the official Mixup forwards too); the thresholds use
+    # the training forward's softmax, no extra pass. Here w = 1; compute_floor reads the logged set sizes.
+    COMPUTE_FLOOR = ComputeFloor(train=4)
     SEARCH_SPACE: ClassVar[dict[str, tuple]] = {"ema_momentum": ("choice", [0.9, 0.95, 0.99]),
                                                 "sigma": ("uniform", 0.2, 0.6),
                                                 "lambda_h": ("choice", [0.2, 0.5, 1.0])}
@@ -176,6 +179,14 @@ class DISC(Method):
         self.purified = torch.zeros_like(self.clean)
         self.weak_labels = ctx.train.y.clone()
         self.divisions = 0
+
+    @classmethod
+    def compute_floor(cls, hp: DISCHparams, logs: dict | None = None) -> ComputeFloor:
+        """``COMPUTE_FLOOR`` with w = |C ∪ H ∪ P| / N as logged (the sets the epoch's division leaves for the
+        next epoch, about those it trained on), 1 without logs."""
+        keys = ("clean_fraction", "hard_fraction", "purified_fraction")
+        w = sum(float(logs[k]) for k in keys) if logs and all(k in logs for k in keys) else 1.0
+        return ComputeFloor(train=2 + 2 * w)
 
     def _set_schedule(self, epoch: int) -> None:
         if self.hp.optimizer == "adam":

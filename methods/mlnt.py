@@ -91,7 +91,7 @@ from torch import nn
 from lnlbench.components import ModelEMA, require_features
 from lnlbench.components.fastweights import batch_stat_forward, ce_label_set_grads, fast_forward
 from lnlbench.components.heads import model_has_features
-from lnlbench.contract import Method, MethodContext
+from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, Protocol, Recipe, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
@@ -260,6 +260,17 @@ class MLNT(Method):
         self.stage = -1  # -1: the CE phase; r >= 0: MLNT round r
         self.round_step = 0
         self.teacher_ready = False
+
+    @classmethod
+    def compute_floor(cls, hp: MLNTHparams, logs: dict | None = None) -> ComputeFloor:
+        """A meta step, in trained passes of B rows (one = forward + backward ≈ 3 forward units): the base
+        forward + backward (1); per label set m = 1..M the inner gradient, a backward through the base graph
+        (≈ 2/3), and the fast forward + its backward (1), so 5/3 each; second order, the meta-backward also
+        runs back through the inner gradient's graph (create_graph), about doubling each set (10/3). No-grad:
+        the teacher's and the pretrain net's forwards (2). The CE phase and a round's first ``start_iter``
+        steps need less (CE's floor): the timed epochs are meta epochs (``SMOKE``)."""
+        per_set = 10 / 3 if hp.second_order else 5 / 3
+        return ComputeFloor(train=1 + hp.num_fast * per_set, forward=2)
 
     @classmethod
     def recipe_reconstructed(cls, preset: str, dataset: str) -> bool:

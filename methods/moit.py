@@ -164,8 +164,9 @@ class MOIT(Method):
     SEARCH_SPACE = {**SGD_SPACE, "k_val": ("choice", [50, 100, 250]), "alpha": ("choice", [0.5, 1.0, 2.0])}
     STATE_ATTRS = ("clean", "q", "detections")
     SMOKE = {"xbm_begin": 1, "start_correction": 1, "k_val": 10}
-    # two mixed views trained, the un-augmented view forwarded
-    COMPUTE_FLOOR = ComputeFloor(train=2, forward=1)
+    # two mixed views trained, the un-augmented view forwarded; per epoch the kNN detection's projections of
+    # the train set (train_MOIT.py runs LabelNoiseDetection after every epoch)
+    COMPUTE_FLOOR = ComputeFloor(train=2, forward=1, epoch_forward=1)
     display_name = "MOIT"
 
     def __init__(self, hp: MOITHparams, ctx: MethodContext):

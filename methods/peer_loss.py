@@ -134,8 +134,9 @@ class PeerLoss(Method):
 
     Hparams = PeerLossHparams
     PRESETS = PRESETS
-    # α = 0 in epoch 0 (plain CE), then the peer term: the uniform plan's first pieces over 3 epochs
-    SMOKE = {"alpha_plan": ((1, 0.0, 0.0), (2, 1.0, 2.0)), "plan_epochs": 3}
+    # α = 0 in epoch 0 (plain CE), then the peer term: the uniform plan's first pieces over 3 epochs (the plan
+    # is stretched over the run's epochs, so ``epochs`` too: lnlbench perf keeps the recipe's otherwise)
+    SMOKE = {"alpha_plan": ((1, 0.0, 0.0), (2, 1.0, 2.0)), "plan_epochs": 3, "epochs": 3}
     COMPUTE_FLOOR = ComputeFloor(train=2)  # the batch and its peer batch through one graph
     SEARCH_SPACE = {"lr": ("loguniform", 0.01, 0.2)}
 

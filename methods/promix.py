@@ -78,7 +78,7 @@ from lnlbench.components import (
 )
 from lnlbench.components.autoaugment import randaugment_fixmatch
 from lnlbench.components.mixing import fmix, fmix_loss, neg_entropy
-from lnlbench.contract import Method, MethodContext
+from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
@@ -217,6 +217,11 @@ class ProMix(Method):
     Hparams = ProMixHparams
     PRESETS = PRESETS
     SMOKE = {"warm_up": 1}  # selection and the pseudo-head losses from epoch 1 (LGA on: the span covers all)
+    # One SGD step over both nets (Train_promix.py's one optimizer): per net the weak and strong views of B
+    # (2B, both heads) and four passes of the chosen rows c·B (mixup and FMix, each for the primary and the
+    # pseudo head, as the official code); per epoch the CSS losses of each net over the train set (2).
+    # Here c = 0.5 (the CSS share ρ of most paper cells); compute_floor reads the epoch's chosen fraction.
+    COMPUTE_FLOOR = ComputeFloor(train=2 * (2 + 4 * 0.5), epoch_forward=2)
     STATE_ATTRS = ("priors", "chosen", "css", "selected")
     # run.sh's own values for ρ, τ and the debiasing strengths; the grid itself is ours
     SEARCH_SPACE = {"rho_end": ("choice", [0.3, 0.5, 0.7]), "tau": ("choice", [0.9, 0.95, 0.99]),
@@ -240,6 +245,13 @@ class ProMix(Method):
         self.chosen = torch.zeros(len(ctx.train), device=ctx.device)  # net 1's chosen set in the epoch just run
         self.css = torch.zeros(len(ctx.train), dtype=torch.bool, device=ctx.device)
         self.selected = False
+
+    @classmethod
+    def compute_floor(cls, hp: ProMixHparams, logs: dict | None = None) -> ComputeFloor:
+        """``COMPUTE_FLOOR`` with c the epoch's chosen fraction (CSS + MHCS + LGA; logged for net 1, taken
+        for both), or ρ_end without logs."""
+        c = float(logs["chosen_fraction"]) if logs and "chosen_fraction" in logs else hp.rho_end
+        return ComputeFloor(train=2 * (2 + 4 * c), epoch_forward=2)
 
     def strong(self, x: torch.Tensor) -> torch.Tensor:
         """RandomAugment(n, 5) + Cutout, then the crop and flip, normalised (the weak transform where the trial

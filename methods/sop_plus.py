@@ -64,6 +64,11 @@ class SOPPlus(SOPBase):
     SEARCH_SPACE = SEARCH_SPACE | {"ratio_consistency": ("uniform", 0.0, 1.0),
                                    "ratio_balance": ("uniform", 0.0, 0.5)}
 
+    @classmethod
+    def compute_floor(cls, hp: SOPPlusHparams, logs: dict | None = None) -> ComputeFloor:
+        """Two views per step while the consistency term is on, SOP's one view without it (``views``)."""
+        return cls.COMPUTE_FLOOR if hp.ratio_consistency > 0 else ComputeFloor(train=1)
+
     def strong_view(self, x: torch.Tensor) -> torch.Tensor:
         """AutoAugment CIFAR-10 → the trial's crop + flip + normalisation → Cutout (0 on the normalised image)."""
         ctx = self.ctx

@@ -155,9 +155,11 @@ class UNICON(Method):
     Hparams = UNICONHparams
     PRESETS = PRESETS
     SMOKE = {"warm_up": 1}  # the selection and SSL from epoch 1
-    # 4B mixed + 2B strong unlabelled rows (SimCLR) trained, DivideMix's 6B guesses; per epoch both nets over
-    # the train set for the selection
-    COMPUTE_FLOOR = ComputeFloor(train=6, forward=6, epoch_forward=2)
+    # Per step of B labelled and u·B unlabelled rows (u = int(B / (2·SR)) / B: 1 at SR = 0.5): trained, the
+    # mixed 2B + 2uB strong views and the SimCLR pair 2uB; no-grad, co-guessing 4uB (both nets, two weak
+    # views) and co-refinement 2B; per epoch two divisions of both nets over the train set (Train_cifar.py
+    # calls Calculate_JSD(net2, net1) before each net's training): 4. compute_floor reads the epoch's SR.
+    COMPUTE_FLOOR = ComputeFloor(train=6, forward=6, epoch_forward=4)
     STATE_ATTRS = ("labeled", "selected")
     SEARCH_SPACE = {"lambda_u": ("loguniform", 5.0, 150.0), "lambda_c": ("loguniform", 0.005, 0.1)}
 
@@ -173,6 +175,13 @@ class UNICON(Method):
         self.labeled = torch.zeros(len(ctx.train), device=ctx.device)  # net 1's labeled set, this epoch
         self.selected = False
         self._complex = ComplexAugment()
+
+    @classmethod
+    def compute_floor(cls, hp: UNICONHparams, logs: dict | None = None) -> ComputeFloor:
+        """``COMPUTE_FLOOR`` at the epoch's mean selection rate SR (0.5 without logs)."""
+        rate = float(logs["selection_rate"]) if logs and "selection_rate" in logs else 0.5
+        u = max(1, int(hp.batch_size / (2 * max(rate, 1e-6)))) / hp.batch_size
+        return ComputeFloor(train=2 + 4 * u, forward=2 + 4 * u, epoch_forward=4)
 
     def current_lr(self) -> float:
         return float(self.opt1.param_groups[0]["lr"])

@@ -18,11 +18,12 @@ from lnlbench.registry import METHODS
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_registered_method_has_a_sane_compute_floor(name):
-    floor = METHODS.get(name).COMPUTE_FLOOR
-    assert isinstance(floor, ComputeFloor)
-    assert 1 <= floor.train <= 8 and 0 <= floor.forward <= 8 and 0 <= floor.epoch_forward <= 4
-    nt, nf = floor.rows(64)
-    assert nt >= 64 and nf >= 0
+    cls = METHODS.get(name)
+    for floor in (cls.COMPUTE_FLOOR, cls.compute_floor(cls.Hparams()), cls.compute_floor(cls.Hparams(), {})):
+        assert isinstance(floor, ComputeFloor)
+        assert 1 <= floor.train <= 20 and 0 <= floor.forward <= 8 and 0 <= floor.epoch_forward <= 4
+        nt, nf = floor.rows(64)
+        assert nt >= 64 and nf >= 0
 
 
 def test_the_default_floor_is_one_forward_backward_of_one_net():
@@ -36,6 +37,46 @@ def test_declared_floors_follow_the_algorithms():
     assert get("jocor").train == 2  # both nets in one joint step
     assert get("sop_plus").train == 2  # two views
     assert get("tssd") == get("dividemix")  # DivideMix's SSL stage
+    assert get("unicon") == ComputeFloor(train=6, forward=6, epoch_forward=4)  # two divisions of both nets
+    assert get("moit") == ComputeFloor(train=2, forward=1, epoch_forward=1)  # the kNN detection's pass
+    assert get("pes_semi") == ComputeFloor(train=2, forward=1, epoch_forward=2)  # B mixed rows, two views
+    assert get("promix") == ComputeFloor(train=8, epoch_forward=2)  # 2 nets × (2 views + 4 mixes of c = 0.5)
+
+
+def test_floors_that_depend_on_hyperparameters_and_set_sizes():
+    cls = lambda m: METHODS.get(m)
+    mlnt, hp = cls("mlnt"), cls("mlnt").Hparams()
+    first = lambda m, **kw: mlnt.compute_floor(replace(hp, num_fast=m, **kw))
+    assert first(2).train == pytest.approx(1 + 2 * 5 / 3) and first(2).forward == 2  # teacher + pretrain net
+    assert first(4).train - first(2).train == pytest.approx(2 * 5 / 3)  # each label set: 5/3 trained passes
+    assert first(2, second_order=True).train - 1 == pytest.approx(2 * (first(2).train - 1))
+    uni = cls("unicon")
+    assert uni.compute_floor(uni.Hparams(batch_size=64), {"selection_rate": 0.5}) == uni.COMPUTE_FLOOR
+    assert uni.compute_floor(uni.Hparams(batch_size=64), {"selection_rate": 0.25}) == ComputeFloor(10, 10, 4)
+    pmx = cls("promix")
+    assert pmx.compute_floor(pmx.Hparams(), {"chosen_fraction": 0.5}) == pmx.COMPUTE_FLOOR
+    assert pmx.compute_floor(pmx.Hparams(), {"chosen_fraction": 0.25}).train == 2 * (2 + 1)
+    disc = cls("disc")
+    sets = {"clean_fraction": 0.5, "hard_fraction": 0.2, "purified_fraction": 0.05}
+    assert disc.compute_floor(disc.Hparams(), sets).train == pytest.approx(2 + 2 * 0.75)
+    assert disc.compute_floor(disc.Hparams()) == disc.COMPUTE_FLOOR == ComputeFloor(train=4)
+    semi = cls("pes_semi")
+    assert semi.compute_floor(semi.Hparams(), {"confident_fraction": 0.2}) == semi.COMPUTE_FLOOR  # u = 1/2
+    assert semi.compute_floor(semi.Hparams(batch_size=100), {"confident_fraction": 0.8}).forward == 0.4
+    sop = cls("sop_plus")
+    assert sop.compute_floor(sop.Hparams()).train == 2
+    assert sop.compute_floor(sop.Hparams(ratio_consistency=0.0)).train == 1  # one view
+    assert cls("ce").compute_floor(cls("ce").Hparams()) == Method.COMPUTE_FLOOR
+
+
+def test_peer_loss_smoke_reaches_the_peer_term_under_the_paper_recipe():
+    # lnlbench perf keeps the recipe's epochs unless SMOKE sets them; the α plan is stretched over them
+    from lnlbench.methods.peer_loss import alpha_at
+
+    cls = METHODS.get("peer_loss")
+    hp = replace(cls.Hparams(), **cls.SMOKE)
+    assert alpha_at(0, hp.epochs, hp.alpha_plan, hp.plan_epochs) == 0
+    assert all(alpha_at(e, hp.epochs, hp.alpha_plan, hp.plan_epochs) > 0 for e in (1, 2, 3))
 
 
 def test_a_floor_without_rows_or_with_negative_counts_is_refused():
@@ -52,6 +93,35 @@ def test_floor_seconds_and_the_ratio():
     assert floor_seconds(dmx, 30, 1000, 64, t) == pytest.approx(0.75 + 0.128)
     assert floor_seconds(ComputeFloor(), 10, 1000, 64, {"train": 0.02, "forward": 0.0, "eval": 0.004}) == 0.2
     assert floor_ratio(0.23, 0.2) == pytest.approx(1.15) and floor_ratio(1.0, 0.0) is None
+
+
+class _Net:
+    """A method-like object: one network, its SGD, and a per-sample tensor that is not a network."""
+
+    def __init__(self):
+        self.model = torch.nn.Linear(2, 2)
+        self.noise = torch.nn.Parameter(torch.zeros(4))
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        self.optimizer.add_param_group({"params": [self.noise], "lr": 1.0})  # as SOP's u and v
+
+
+def test_the_step_counter_counts_only_steps_of_the_method_networks():
+    from lnlbench.components.metaclf import fit_meta_classifier
+
+    m = _Net()
+    side = torch.nn.Parameter(torch.zeros(3))
+    side_opt = torch.optim.Adam([side])
+    with StepCounter(m) as count:
+        for _ in range(3):
+            m.model(torch.ones(1, 2)).sum().backward()
+            m.optimizer.step()  # the network's (with the extra group): once per step
+            side.grad = torch.ones(3)
+            side_opt.step()  # over no parameter of the method's networks: not counted
+        g = torch.Generator().manual_seed(0)
+        fit_meta_classifier(torch.randn(8, 6, generator=g), torch.arange(8) % 2, g, steps=5)  # TSSD's MLP
+        m.model = torch.nn.Linear(2, 2)  # a rebuilt layer (PES renews its stage): its new optimizer counts
+        torch.optim.Adam(m.model.parameters()).step()
+    assert count.steps == 4
 
 
 def test_the_step_counter_sees_every_optimizer():

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from lnlbench.contract import ComputeFloor
 from lnlbench.data import prepare
 from lnlbench.datasets.augment import Augmenter
 from lnlbench.datasets.cifar import CIFAR10
+from lnlbench.distributed import modules_of
 from lnlbench.engine import amp_dtype, build_trial, pick_device, run_trial
 from lnlbench.registry import METHODS, MODELS
 
@@ -211,15 +213,38 @@ def floor_ratio(epoch_s: float, floor_s: float) -> float | None:
 
 
 class StepCounter:
-    """Optimizer steps while active (every ``torch.optim`` optimizer, whichever helper calls ``step``)."""
+    """Optimizer steps of the method's networks while active, whichever helper calls ``step``.
+
+    A step counts when its optimizer holds a parameter of one of ``method``'s networks
+    (:func:`lnlbench.distributed.modules_of`): the floor is per network step, so optimizers over other
+    tensors (TSSD's meta-classifier MLP, fitted by its own Adam each epoch) are not counted; one that also
+    holds other tensors (SOP's u and v as extra groups of the network's SGD) counts once per step. A
+    non-network module among the method's attributes (SOP's ``SparseNoise``) stepped by an optimizer of its
+    own would count too; no method does that. Without ``method``, every ``torch.optim`` step counts.
+    """
+
+    def __init__(self, method: Any = None):
+        self.method = method
 
     def __enter__(self) -> StepCounter:
         self.steps = 0
+        self._verdict: weakref.WeakKeyDictionary[torch.optim.Optimizer, bool] = weakref.WeakKeyDictionary()
         self._handle = register_optimizer_step_post_hook(self._count)
         return self
 
-    def _count(self, *_: Any) -> None:
-        self.steps += 1
+    def _network_params(self) -> set[int]:
+        return {id(p) for m in modules_of(self.method) for p in m.parameters()}
+
+    def _counts(self, opt: torch.optim.Optimizer) -> bool:
+        if self.method is None:
+            return True
+        if opt not in self._verdict:  # once per optimizer; networks are read then (PES rebuilds layers)
+            ids = self._network_params()
+            self._verdict[opt] = any(id(p) in ids for g in opt.param_groups for p in g["params"])
+        return self._verdict[opt]
+
+    def _count(self, opt: torch.optim.Optimizer, *_: Any) -> None:
+        self.steps += int(self._counts(opt))
 
     def __exit__(self, *_: Any) -> None:
         self._handle.remove()
@@ -270,8 +295,8 @@ def bare_pass_times(trial: Any, floor: ComputeFloor, reps: int, cache: dict[tupl
 
 def method_cost(work: Path, sizes: Sizes, device: str, methods: list[str] | None = None) -> dict[str, Any]:
     """Seconds per post-warm-up epoch of each method, its ratio to CE and to its own compute floor (the bare
-    passes its ``COMPUTE_FLOOR`` declares, per optimizer step counted in the timed epochs); methods
-    interleave per round."""
+    passes its ``compute_floor`` declares under its hyperparameters and last timed epoch's logs, per network
+    optimizer step counted in the timed epochs); methods interleave per round."""
     names = ["ce", *[m for m in (methods or METHODS.names()) if m != "ce"]]
     trials = {m: build_trial(trial_config(work, sizes, m, device, sizes.n_method, f"cost-{m}")) for m in names}
     times: dict[str, list[float]] = {m: [] for m in names}
@@ -280,7 +305,7 @@ def method_cost(work: Path, sizes: Sizes, device: str, methods: list[str] | None
     for epoch in range(sizes.method_reps + 1):  # epoch 0 (warm-up, first-call costs) is not timed
         for m in names[epoch % len(names):] + names[:epoch % len(names)]:  # each round starts elsewhere
             trial = trials[m]
-            with StepCounter() as count:
+            with StepCounter(trial.method) as count:
                 dt = timed(lambda e=epoch, tr=trial, m=m: logs.__setitem__(m, host_values(tr.method.train_epoch(e))),
                            trial.device)
             if epoch:
@@ -289,8 +314,8 @@ def method_cost(work: Path, sizes: Sizes, device: str, methods: list[str] | None
     ce, cache = median(times["ce"]), {}
     rows = []
     for m in names:
-        trial, floor = trials[m], METHODS.get(m).COMPUTE_FLOOR
-        hp, s = trial.trial.hparams, median(times[m])
+        trial, hp, s = trials[m], trials[m].trial.hparams, median(times[m])
+        floor = METHODS.get(m).compute_floor(hp, logs[m])
         t = bare_pass_times(trial, floor, sizes.method_reps, cache)
         floor_s = median([floor_seconds(floor, k, len(trial.ctx.train), hp.batch_size, t) for k in steps[m]])
         rows.append({

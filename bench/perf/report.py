@@ -66,8 +66,9 @@ def method_lines(c: dict[str, Any]) -> list[str]:
     target = rows[0].get("floor_target")
     lines = [f"3. method cost: one post-warm-up epoch relative to CE and to the method's own compute floor "
              f"({_net(c)}, {c['n_train']} images, {c['recipe']}; timed epoch(s) {epochs}, epoch 0 untimed)",
-             "   floor = the bare passes its COMPUTE_FLOOR declares per optimizer step (trained rows × B, no-grad "
-             "rows × B) × the steps counted, + its whole-train-set forwards"
+             "   floor = the bare passes its COMPUTE_FLOOR (compute_floor) declares per optimizer step "
+             "(trained rows × B, no-grad rows × B) × the network optimizer steps counted, "
+             "+ its whole-train-set forwards"
              + (f"; target ≤ {target:g}× its floor" if target else ""),
              f"   {'method':<14} {'s/epoch':>8} {'× CE':>6} {'floor s':>8} {'× floor':>8} {'batch':>6}  timed"]
     for row in rows:
