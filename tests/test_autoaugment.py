@@ -155,9 +155,9 @@ def _drawn(monkeypatch, policy, n: int = 512):
     """(op, magnitude, fill, shear) of every applied op of ``n`` draws of ``policy``."""
     seen, real = [], aa.apply_ops
 
-    def spy(x, op, mag, generator=None, cutout_fill=127.0, fill=0.0, shear="nearest"):
+    def spy(x, op, mag, generator=None, cutout_fill=127.0, fill=0.0, shear="nearest", **kw):
         seen.extend((int(o), float(m), fill, shear) for o, m in zip(op, mag) if int(o) != 0)
-        return real(x, op, mag, generator, cutout_fill, fill, shear)
+        return real(x, op, mag, generator, cutout_fill, fill, shear, **kw)
 
     monkeypatch.setattr(aa, "apply_ops", spy)
     aa.autoaugment_cifar10(torch.zeros(n, 3, 32, 30, dtype=torch.uint8), torch.Generator().manual_seed(0), policy)
@@ -188,3 +188,24 @@ def test_each_image_draws_its_own_sub_policy_and_the_generator_fixes_it():
     assert torch.equal(a, b) and a.dtype == torch.uint8 and a.shape == x.shape
     changed = (a != x).flatten(1).any(1)
     assert 0.5 < changed.float().mean() < 1  # most images change, a few draw no applied op
+
+
+@pytest.mark.parametrize("shear", ["nearest", "bicubic"])
+def test_dispatch_per_op_equals_the_whole_batch_where(shear):
+    """Each op on its own rows (the CPU default) gives the same images and draws as every op on the whole batch."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (96, 3, 12, 10), generator=g).float()
+    x[:8] = x[:8] // 3 + 40
+    op = torch.randint(0, len(aa.OPS), (96,), generator=g)
+    mag = torch.rand(96, generator=g, dtype=torch.float64) * 4
+    mag = torch.where(aa._is(op, ("posterize",)), torch.floor(mag) + 2, mag)
+    mag = torch.where(aa._is(op, ("solarize", "solarize_add")), mag * 50, mag)
+    mag = torch.where(op == aa.OP["rotate"], mag * 8, mag)
+    mag = torch.where(aa._is(op, ("shear_x", "shear_y")), mag / 10, mag)
+    out = {}
+    for dispatch in (True, False):
+        gen = torch.Generator().manual_seed(9)
+        out[dispatch] = aa.apply_ops(x, op, mag, gen, fill=128.0, shear=shear, dispatch=dispatch)
+        out[dispatch, "next"] = torch.rand(1, generator=gen)
+    assert torch.equal(out[True], out[False]) and torch.equal(out[True, "next"], out[False, "next"])
+    assert not torch.equal(out[True], x)

@@ -1,7 +1,9 @@
 """Strong augmentation as batched on-device ops: AutoAugment's CIFAR-10 policy and a RandAugment pool, Cutout.
 
-Every sample draws its own sub-policy (or ops), probabilities, magnitudes and signs, and every op runs on the
-whole batch as tensor ops, the sample's own op picked by ``torch.where`` (no per-sample Python, no host sync).
+Every sample draws its own sub-policy (or ops), probabilities, magnitudes and signs. On an accelerator every op
+runs on the whole batch as tensor ops, the sample's own op picked by ``torch.where`` (no per-sample Python, no
+host sync); on a CPU each op runs on its own samples only (:func:`apply_ops` ``dispatch``; same images, same
+draws, about 10× less work).
 The ops follow PIL's (what the official pipelines call on each image) on uint8-valued images: ``ImageOps``
 autocontrast / equalize / invert / posterize / solarize, ``ImageEnhance`` brightness / color / contrast /
 sharpness (blend with the degenerate image, truncated to uint8 as PIL's ``Image.blend``), and the affine ops
@@ -173,11 +175,12 @@ def affine_matrices(op: torch.Tensor, mag: torch.Tensor, h: int, w: int) -> torc
 
 
 def cutout_abs(x: torch.Tensor, size: torch.Tensor, fill: float | tuple[float, ...],
-               generator: torch.Generator | None) -> torch.Tensor:
+               generator: torch.Generator | None, u: torch.Tensor | None = None) -> torch.Tensor:
     """``CutoutAbs``: a size×size box from (⌊max(0, U·w − size/2)⌋, …) clipped to the image, set to ``fill``
-    (a grey level, or one value per channel)."""
+    (a grey level, or one value per channel). ``u`` (B, 2): the uniforms, else drawn from ``generator``."""
     b, _, h, w = x.shape
-    u = torch.rand(b, 2, device=x.device, generator=generator)
+    if u is None:
+        u = torch.rand(b, 2, device=x.device, generator=generator)
     x0 = torch.floor((u[:, 0] * w - size / 2).clamp(min=0)).view(-1, 1, 1)
     y0 = torch.floor((u[:, 1] * h - size / 2).clamp(min=0)).view(-1, 1, 1)
     s = size.view(-1, 1, 1)
@@ -202,41 +205,58 @@ def cutout_centered(x: torch.Tensor, length: int, fill: float, generator: torch.
     return torch.where(box.unsqueeze(1), torch.full((), fill, dtype=x.dtype, device=x.device), x)
 
 
+# the photometric ops as (images, magnitudes (B,), cutout uniforms (B, 2), cutout fill) → images; each sample's
+# result depends on that sample alone, so an op runs on the whole batch or on its own rows alike
+PHOTOMETRIC: dict[str, Callable] = {
+    "autocontrast": lambda x, m, u, cf: autocontrast(x),
+    "equalize": lambda x, m, u, cf: equalize(x),
+    "invert": lambda x, m, u, cf: 255.0 - x,
+    "posterize": lambda x, m, u, cf: posterize(x, m),
+    "solarize": lambda x, m, u, cf: solarize(x, m),
+    "solarize_add": lambda x, m, u, cf: solarize((x + m.view(-1, 1, 1, 1)).clamp(0.0, 255.0),
+                                                 torch.full_like(m, 128.0)),
+    "brightness": lambda x, m, u, cf: _blend(torch.zeros_like(x), x, m),
+    "color": lambda x, m, u, cf: _blend(_gray(x).expand_as(x), x, m),
+    "contrast": lambda x, m, u, cf: _blend(torch.round(_gray(x).mean((1, 2, 3), keepdim=True)).expand_as(x),
+                                           x, m),
+    "sharpness": lambda x, m, u, cf: _blend(sharpen_degenerate(x), x, m),
+    "cutout": lambda x, m, u, cf: cutout_abs(x, m, cf, None, u),
+}
+
+
 def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor, generator: torch.Generator | None = None,
-              cutout_fill: float = 127.0, fill: float = 0.0, shear: str = "nearest") -> torch.Tensor:
+              cutout_fill: float = 127.0, fill: float = 0.0, shear: str = "nearest",
+              dispatch: bool | None = None) -> torch.Tensor:
     """One op per sample (``op`` ids into :data:`OPS`, magnitudes in the op's own unit: factor, bits,
     threshold, pixels, degrees, shear) on uint8-valued float images; identity where ``op`` is 0.
 
     ``fill`` is the geometric ops' outside colour (PIL's default 0; UNICON's 128); ``shear`` their sampling
-    for shear_x / shear_y, ``"nearest"`` (PIL's default) or ``"bicubic"`` (UNICON's); the others are nearest."""
+    for shear_x / shear_y, ``"nearest"`` (PIL's default) or ``"bicubic"`` (UNICON's); the others are nearest.
+
+    ``dispatch`` (default: on a CPU): run each op on its own samples only (one ``nonzero`` per op, a host
+    sync, free on a CPU but a stall of an accelerator's queue), instead of every op on the whole batch picked
+    by ``torch.where``. Same result either way; the cutout uniforms are drawn for the whole batch in both."""
     if shear not in ("nearest", "bicubic"):
         raise ValueError(f"shear sampling must be 'nearest' or 'bicubic', got {shear!r}")
-    _, _, h, w = x.shape
-    sel = {name: (op == i).view(-1, 1, 1, 1) for i, name in enumerate(OPS)}
-    geo = _is(op, GEOMETRIC)
+    b, _, h, w = x.shape
     mat = affine_matrices(op, mag, h, w)  # in float64 (a float64 ``mag`` keeps PIL's edges exactly)
     mag = mag.to(x.dtype)
-    out = torch.where(geo.view(-1, 1, 1, 1), affine_nearest(x, mat, fill), x)
-    if shear == "bicubic":
-        out = torch.where(_is(op, ("shear_x", "shear_y")).view(-1, 1, 1, 1), affine_bicubic(x, mat, fill), out)
-    gray = _gray(x)
-    mean = torch.round(gray.mean((1, 2, 3), keepdim=True))
-    cand = {
-        "autocontrast": lambda: autocontrast(x),
-        "equalize": lambda: equalize(x),
-        "invert": lambda: 255.0 - x,
-        "posterize": lambda: posterize(x, mag),
-        "solarize": lambda: solarize(x, mag),
-        "solarize_add": lambda: solarize((x + mag.view(-1, 1, 1, 1)).clamp(0.0, 255.0),
-                                         torch.full_like(mag, 128.0)),
-        "brightness": lambda: _blend(torch.zeros_like(x), x, mag),
-        "color": lambda: _blend(gray.expand_as(x), x, mag),
-        "contrast": lambda: _blend(mean.expand_as(x), x, mag),
-        "sharpness": lambda: _blend(sharpen_degenerate(x), x, mag),
-        "cutout": lambda: cutout_abs(x, mag, cutout_fill, generator),
-    }
-    for name, fn in cand.items():
-        out = torch.where(sel[name], fn(), out)
+    u = torch.rand(b, 2, device=x.device, generator=generator)  # Cutout's box corners (drawn as before)
+    bicubic = _is(op, ("shear_x", "shear_y")) if shear == "bicubic" else torch.zeros_like(op, dtype=torch.bool)
+    groups = [(_is(op, GEOMETRIC) & ~bicubic, lambda xs, ms, mt, us: affine_nearest(xs, mt, fill)),
+              (bicubic, lambda xs, ms, mt, us: affine_bicubic(xs, mt, fill))]
+    groups += [(op == OP[name], lambda xs, ms, mt, us, f=fn: f(xs, ms, us, cutout_fill))
+               for name, fn in PHOTOMETRIC.items()]
+    if dispatch is None:
+        dispatch = x.device.type == "cpu"
+    out = x.clone() if dispatch else x
+    for mask, fn in groups:
+        if dispatch:
+            rows = mask.nonzero().squeeze(1)
+            if len(rows):
+                out[rows] = fn(x[rows], mag[rows], mat[rows], u[rows])
+        else:
+            out = torch.where(mask.view(-1, 1, 1, 1), fn(x, mag, mat, u), out)
     return out
 
 
