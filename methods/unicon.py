@@ -52,13 +52,12 @@ import torch.nn.functional as F
 from lnlbench.components import ensemble_logits, linear_rampup, mixmatch, soft_cross_entropy
 from lnlbench.components.augment import ComplexAugment
 from lnlbench.components.autoaugment import UNICON_POLICY, autoaugment_cifar10
+from lnlbench.components.mixing import co_guess, co_refine, neg_entropy
 from lnlbench.components.projection import ProjectionNet, simclr_loss
 from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.errors import LnlError
 from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
-
-from .dividemix import co_guess, co_refine, neg_entropy
 
 
 @dataclass(frozen=True)

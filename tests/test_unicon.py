@@ -6,6 +6,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from toy_ctx import TOY_HP, toy_context
 
 from lnlbench.components.projection import ProjectionNet, simclr_loss
 from lnlbench.contract import MethodContext, TrainSet
@@ -13,8 +14,6 @@ from lnlbench.datasets.augment import Augmenter
 from lnlbench.hparams import build_hparams, preset_overrides
 from lnlbench.methods import unicon as uc
 from lnlbench.registry import MODELS
-
-from toy_ctx import TOY_HP, toy_context
 
 
 def _method(n: int = 96, **hp) -> uc.UNICON:
