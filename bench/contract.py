@@ -312,6 +312,13 @@ class Method:
         """Logits for a normalised float batch, networks in eval mode."""
         raise NotImplementedError
 
+    def scored_from_epoch(self) -> int:
+        """The first epoch whose predictions come from the network the method ends with: ``best`` and
+        ``selected`` range over the epochs from it (``last`` is the final epochs' anyway). 0, except where a
+        first stage trains a separate network that is then discarded (Forward/Backward's CE estimator):
+        that stage's test accuracy is CE's, not the method's, and the official code never reports it."""
+        return 0
+
     def clean_probability(self) -> torch.Tensor | np.ndarray | None:
         """Per training sample, the method's probability that its label is clean (None: no selection)."""
         return None

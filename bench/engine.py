@@ -292,6 +292,10 @@ class Trial:
         with open(self.dir / "events.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
 
+    def scored_from(self) -> int:
+        method = getattr(self, "method", None)  # None when the trial failed before its method was built
+        return int(method.scored_from_epoch()) if method is not None else 0
+
     def write(self, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
         t, d = self.trial, self.data
         if not self.dist.is_main:  # rank 0 writes the trial's record
@@ -315,7 +319,7 @@ class Trial:
             dataset=t.config.dataset, noise=noise, noise_label=noise_label(t.noise_name, t.noise_options, t.config.rate),
             seed=t.config.seed, preset=t.preset, recipe=t.recipe, amp=t.amp,
             hparams=asdict(t.hparams), golden=golden_fields(t, d), method_flags=_method_flags(t),
-            data=data, history=self.history, **summarize(self.history), wall_time_s=self.elapsed,
+            data=data, history=self.history, **summarize(self.history, self.scored_from()), wall_time_s=self.elapsed,
             device=str(self.device), device_name=dev_name, device_hours=self.elapsed / 3600.0,
             torch_threads=torch.get_num_threads(), cpu=cpu(), versions=versions(), git_commit=git_commit(), host=host(),
             started_at=self.started_at,

@@ -123,30 +123,40 @@ class TrialResult:
     # The mean absolute error of the method's transition-matrix estimate against the noise generator's
     # matrix at the last epoch that scored one (history ``transition_mae``); None for other methods.
     transition_mae: float | None = None
+    # The first epoch ``best``/``selected`` range over (the method's ``scored_from_epoch``; 0 for most)
+    scored_from_epoch: int = 0
     schema: str = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": self.schema, **{k: v for k, v in asdict(self).items() if k != "schema"}}
 
 
-def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """best/last/final/selected accuracy (and the last transition-estimate error) from the history."""
+def summarize(history: list[dict[str, Any]], scored_from: int = 0) -> dict[str, Any]:
+    """best/last/final/selected accuracy (and the last transition-estimate error) from the history.
+
+    ``best`` and ``selected`` range over the epochs from ``scored_from`` (the method's
+    ``scored_from_epoch``: a discarded first-stage network's epochs are not the method's); None while the
+    trial has not reached it."""
+    out: dict[str, Any] = {"best_acc": None, "best_epoch": None, "last_acc": None, "final_acc": None,
+                           "selected_acc": None, "selected_epoch": None, "epochs_done": len(history),
+                           "transition_mae": None, "scored_from_epoch": scored_from}
     if not history:
-        return {"best_acc": None, "best_epoch": None, "last_acc": None, "final_acc": None,
-                "selected_acc": None, "selected_epoch": None, "epochs_done": 0, "transition_mae": None}
+        return out
     acc = np.array([h["test_acc"] for h in history], dtype=float)
-    best = int(np.argmax(acc))
-    out = {"best_acc": float(acc[best]), "best_epoch": int(history[best]["epoch"]),
-           "last_acc": float(acc[-LAST_K:].mean()), "final_acc": float(acc[-1]),
-           "selected_acc": None, "selected_epoch": None, "epochs_done": len(history),
-           "transition_mae": next((h["transition_mae"] for h in reversed(history) if "transition_mae" in h), None)}
+    out.update(last_acc=float(acc[-LAST_K:].mean()), final_acc=float(acc[-1]),
+               transition_mae=next((h["transition_mae"] for h in reversed(history) if "transition_mae" in h), None))
+    scored = [i for i, h in enumerate(history) if h["epoch"] >= scored_from]
+    if not scored:
+        return out
+    best = scored[int(np.argmax(acc[scored]))]
+    out.update(best_acc=float(acc[best]), best_epoch=int(history[best]["epoch"]))
     # Model selection: the dataset's clean validation set where it has one (Clothing1M), else the noisy
     # validation split held out of the training set; the first epoch of the best accuracy.
-    val = [h.get("clean_val_acc") for h in history]
+    val = [history[i].get("clean_val_acc") for i in scored]
     if any(v is None for v in val):
-        val = [h.get("val_acc") for h in history]
+        val = [history[i].get("val_acc") for i in scored]
     if all(v is not None for v in val):
-        sel = int(np.argmax(np.array(val, dtype=float)))
+        sel = scored[int(np.argmax(np.array(val, dtype=float)))]
         out["selected_acc"] = float(acc[sel])
         out["selected_epoch"] = int(history[sel]["epoch"])
     return out

@@ -41,7 +41,8 @@ Deviations:
   ResNet-44, for CIFAR-100), which the registry does not hold; augmentation is our crop + flip (the
   official ±10 % shifts + flip on mean-subtracted pixels).
 - The official ``fit_model`` tests the corrected network of the lowest held-out loss; the engine reports
-  every epoch's test accuracy (last / best / ``selected`` with ``--val-fraction``) instead.
+  every epoch's test accuracy instead, with ``best`` and ``selected`` (``--val-fraction``) over the corrected
+  stage only (``scored_from_epoch``: the CE stage's network only estimates T and is dropped).
 - ``NoiseEstimator.fit`` filters outliers through a view of the probability matrix, so zeroing class i's
   top 3 % also changes the rows later classes read; ours filters each class on the unmodified matrix.
 - The official epochs take ``N // batch`` steps over the 90 % part (slightly more than one pass); ours pass
@@ -225,6 +226,11 @@ class Forward(Method):
     def current_lr(self) -> float | None:
         opt = self.optimizer if self.estimated else self.ce_optimizer
         return float(opt.param_groups[0]["lr"])
+
+    def scored_from_epoch(self) -> int:
+        """The corrected network's epochs: the CE stage's network only estimates T and is dropped (the
+        official ``fit_model`` reports the corrected network)."""
+        return self.ce_stage
 
     def transition_estimate(self) -> torch.Tensor | None:
         """The anchor-point estimate once made (None before it, and in the known-matrix setting)."""

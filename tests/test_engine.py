@@ -178,3 +178,18 @@ def test_engine_scores_a_datasets_clean_validation_set(tmp_path):
     assert res["status"] == "ok", res["error"]
     assert all(0 <= h["clean_val_acc"] <= 1 for h in res["history"]) and res["data"]["n_clean_val"] == 40
     assert res["selected_acc"] is not None
+
+
+def test_summary_scores_only_the_methods_own_network_from_scored_from():
+    from lnlbench.results import summarize
+
+    hist = [{"epoch": e, "test_acc": a, "val_acc": v} for e, (a, v) in
+            enumerate([(0.9, 0.8), (0.5, 0.4), (0.6, 0.3), (0.4, 0.5)])]
+    full = summarize(hist)
+    assert (full["best_epoch"], full["selected_epoch"], full["scored_from_epoch"]) == (0, 0, 0)
+    own = summarize(hist, scored_from=1)  # epoch 0 is a discarded estimator's: never best, never selected
+    assert (own["best_acc"], own["best_epoch"]) == (0.6, 2)
+    assert (own["selected_acc"], own["selected_epoch"]) == (0.4, 3)
+    assert own["last_acc"] == full["last_acc"] and own["scored_from_epoch"] == 1
+    early = summarize(hist[:1], scored_from=1)  # not reached yet
+    assert early["best_acc"] is None and early["selected_acc"] is None and early["final_acc"] == 0.9

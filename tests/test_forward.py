@@ -46,6 +46,9 @@ def test_estimate_trial_scores_the_anchor_estimate_and_is_not_an_oracle(tmp_path
     assert hist[0]["stage"] == "ce" and "transition_mae" not in hist[0]
     assert all(h["stage"] == "corrected" and h["transition_mae"] > 0 for h in hist[1:])
     assert res["transition_mae"] == hist[-1]["transition_mae"]
+    # best/selected are the corrected network's: the CE stage's network only estimates T
+    assert res["scored_from_epoch"] == 1 and res["best_epoch"] >= 1
+    assert res["best_acc"] == max(h["test_acc"] for h in hist[1:])
     runs = load_runs([tmp_path])  # the aggregator reads it: per-epoch curves and the trial's last value
     assert runs.curves["transition_mae"].notna().tolist() == [False, True, True]
     assert runs.trials["transition_mae"].tolist() == [res["transition_mae"]]

@@ -39,7 +39,7 @@ from .tune_settings import TuneSettings, parse_settings
 
 # The only metrics a search trial reports to Tune (objective and scheduler): noisy-validation accuracy and
 # the training loss; never test accuracy, clean validation accuracy or sample-selection scores.
-REPORTED = ("epoch", "objective", "val_accs", "train_loss", "unit", "diverged")
+REPORTED = ("epoch", "objective", "val_accs", "train_loss", "unit", "diverged", "scored")
 
 
 @dataclass(frozen=True)
@@ -109,13 +109,15 @@ def space_for(unit: SearchUnit, spec: GridSpec) -> dict[str, tuple]:
 
 
 def objective_metrics(epoch: int, val_accs: list[float | None], losses: list[float | None],
-                      unit: str) -> dict[str, Any]:
+                      unit: str, scored: bool = True) -> dict[str, Any]:
     """The one dict a search trial reports to Tune per epoch: the mean noisy-validation accuracy over the
     unit's settings × seeds (``objective``), each of them, and the mean training loss. Built from those
     numbers alone, so nothing else of an epoch's record (test accuracy, clean validation, selection
-    scores) can reach the searcher or the scheduler."""
+    scores) can reach the searcher or the scheduler. ``scored``: the epoch is one of the method's own
+    network (``Method.scored_from_epoch``); the winner's objective is the best scored epoch's."""
     if any(v is None for v in val_accs):
         raise LnlError("a search trial has no noisy validation accuracy; tune needs val_fraction > 0")
     finite = [float(x) for x in losses if x is not None]
     return {"epoch": epoch + 1, "objective": sum(val_accs) / len(val_accs), "val_accs": list(val_accs),
-            "train_loss": sum(finite) / len(finite) if finite else None, "unit": unit, "diverged": False}
+            "train_loss": sum(finite) / len(finite) if finite else None, "unit": unit, "diverged": False,
+            "scored": scored}

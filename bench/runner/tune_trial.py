@@ -41,6 +41,8 @@ class Cell:
         done = self._finished()
         self.history = done["history"] if done else None
         self.first = len(self.history) if done else self.trial.start()
+        # the first epoch of the method's own network (a discarded first-stage net's epochs are not scored)
+        self.scored_from = int(done.get("scored_from_epoch") or 0) if done else self.trial.scored_from()
 
     def _finished(self) -> dict[str, Any] | None:
         try:
@@ -89,6 +91,7 @@ def search_trial(config: dict[str, Any], units: dict[str, SearchUnit], data: dic
                     record_failure(cell.trial, exc)
             raise
         ray.tune.report(objective_metrics(epoch, [r.get("val_acc") for r in recs],
-                                          [r.get("loss") for r in recs], unit.uid))
+                                          [r.get("loss") for r in recs], unit.uid,
+                                          scored=all(epoch >= cell.scored_from for cell in cells)))
     for cell in cells:
         cell.finish()

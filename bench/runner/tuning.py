@@ -146,8 +146,10 @@ def _trials(spec: GridSpec, unit: SearchUnit, grid: Any) -> list[dict[str, Any]]
     for r in grid:
         hp = {k: plain(v) for k, v in (r.config or {}).get("hp", {}).items()}
         df = r.metrics_dataframe
-        objs = [] if df is None or "objective" not in df else [float(x) for x in df["objective"].dropna()]
         epochs = int(df["epoch"].max()) if df is not None and "epoch" in df and len(df) else 0
+        if df is not None and "scored" in df and "objective" in df:  # the method's own network's epochs
+            df = df[df["scored"].fillna(True).astype(bool)]
+        objs = [] if df is None or "objective" not in df else [float(x) for x in df["objective"].dropna()]
         diverged = bool(df is not None and "diverged" in df and df["diverged"].fillna(False).astype(bool).any())
         ids = _trial_ids(unit, hp)
         out.append({"hparams": hp, "objective": max(objs) if objs else None, "last_objective": objs[-1] if objs
