@@ -193,3 +193,21 @@ def test_summary_scores_only_the_methods_own_network_from_scored_from():
     assert own["last_acc"] == full["last_acc"] and own["scored_from_epoch"] == 1
     early = summarize(hist[:1], scored_from=1)  # not reached yet
     assert early["best_acc"] is None and early["selected_acc"] is None and early["final_acc"] == 0.9
+
+
+def test_end_event_is_logged_before_the_result_says_ok(tmp_path, monkeypatch):
+    """A process killed between the two must not leave an ``ok`` result whose log lacks ``end`` (resume would
+    skip it as finished); the other order leaves a ``running`` result that a resume finishes."""
+    from lnlbench.engine import Trial
+
+    seen: list[list[str]] = []
+    write = Trial.write
+
+    def spy(self, status, error=None):
+        if status == "ok":
+            seen.append([json.loads(line)["event"] for line in (self.dir / "events.jsonl").read_text().splitlines()])
+        return write(self, status, error)
+
+    monkeypatch.setattr(Trial, "write", spy)
+    assert run_trial(_cfg(tmp_path))["status"] == "ok"
+    assert seen == [["start", "end"]]
