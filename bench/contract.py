@@ -315,8 +315,9 @@ class Method:
     def scored_from_epoch(self) -> int:
         """The first epoch whose predictions come from the network the method ends with: ``best`` and
         ``selected`` range over the epochs from it (``last`` is the final epochs' anyway). 0, except where a
-        first stage trains a separate network that is then discarded (Forward/Backward's CE estimator):
-        that stage's test accuracy is CE's, not the method's, and the official code never reports it."""
+        first stage only serves to estimate something with plain CE (Forward/Backward's separate CE network,
+        T-Revision's estimate stage): that stage's test accuracy is CE's, not the method's, and the official
+        code never reports it."""
         return 0
 
     def clean_probability(self) -> torch.Tensor | np.ndarray | None:

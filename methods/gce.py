@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from lnlbench.components import per_sample_loss
-from lnlbench.contract import Method, MethodContext
+from lnlbench.contract import ComputeFloor, Method, MethodContext
 from lnlbench.hparams import CIFAR_N_CE, DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_sgd, set_lr
 from lnlbench.registry import register_method
 from lnlbench.search import SGD_SPACE
@@ -128,6 +128,12 @@ class GCE(Method):
     # plain L_q in epoch 0, a pruning pass before every later one; k = 1/C on 10 classes, so the barely
     # trained smoke network splits the set (at the paper's 0.5 it prunes every sample)
     SMOKE = {"start_prune": 2, "prune_every": 1, "k": 0.1}
+
+    @classmethod
+    def compute_floor(cls, hp: GCEHparams, logs=None) -> ComputeFloor:
+        """One trained pass per step, plus the truncation's eval pass over the train set every
+        ``prune_every`` epochs (the reference's schedule), as a per-epoch average."""
+        return ComputeFloor(train=1, epoch_forward=1.0 / max(1, hp.prune_every) if hp.truncated else 0.0)
 
     def __init__(self, hp: GCEHparams, ctx: MethodContext):
         super().__init__(hp, ctx)

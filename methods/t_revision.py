@@ -40,7 +40,9 @@ Deviations:
   so each class's zeroing leaks into the later rows) is not reproduced; ``norm`` divides by the column index's
   row sum (a broadcasting slip, a no-op on softmax rows) and we normalise the rows.
 - The official code evaluates and keeps one checkpoint file per epoch; we keep the best epoch's weights in
-  memory. The revision stage has no selection (the official code neither); the engine reports every epoch.
+  memory. The revision stage has no selection (the official code neither); the engine reports every epoch,
+  with ``best`` / ``selected`` over the reweighting and revision stages (``scored_from_epoch``), where the
+  official code tests.
 """
 from __future__ import annotations
 
@@ -237,6 +239,11 @@ class TRevision(Method):
 
     def current_lr(self) -> float | None:
         return float((self.est_optimizer, self.optimizer, self.rev_optimizer)[self.phase].param_groups[0]["lr"])
+
+    def scored_from_epoch(self) -> int:
+        """The reweighting and revision stages: the official ``main.py`` tests only there (the estimate
+        stage is CE, run to read T̂ off its best held-out epoch)."""
+        return self.hp.estimate_epochs
 
     def transition_estimate(self) -> torch.Tensor | None:
         """T̂ once estimated, T̂ + ΔT during the revision (its rows need not sum to 1 exactly)."""

@@ -67,6 +67,9 @@ def test_floors_that_depend_on_hyperparameters_and_set_sizes():
     assert sop.compute_floor(sop.Hparams()).train == 2
     assert sop.compute_floor(sop.Hparams(ratio_consistency=0.0)).train == 1  # one view
     assert cls("ce").compute_floor(cls("ce").Hparams()) == Method.COMPUTE_FLOOR
+    gce = cls("gce")  # the truncation's train-set pass every prune_every epochs, averaged per epoch
+    assert gce.compute_floor(gce.Hparams(prune_every=10)) == ComputeFloor(train=1, epoch_forward=0.1)
+    assert gce.compute_floor(gce.Hparams(truncated=False)) == Method.COMPUTE_FLOOR
 
 
 def test_peer_loss_smoke_reaches_the_peer_term_under_the_paper_recipe():

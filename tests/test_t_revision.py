@@ -81,6 +81,7 @@ class _Identity:
 def test_stages_schedule_and_restarts_from_the_chosen_epoch():
     m = _method()
     assert [m.stage(e) for e in range(8)] == [0, 0, 1, 1, 1, 1, 2, 2]
+    assert m.scored_from_epoch() == 2  # best/selected from the reweighting stage, where the official code tests
     assert [m.stage_lr(e) for e in range(8)] == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 5e-7, 5e-7])
     assert m.transition_estimate() is None
     m.train_epoch(0)

@@ -128,13 +128,19 @@ def memory_main() -> None:
         "error": (res.get("error") or {}).get("message")}), flush=True)
 
 
+# Epochs of a memory trial: the 3 under which every method's SMOKE overrides reach its main phase (the contract
+# tests' length; T-Revision's one epoch per stage needs all 3)
+MEMORY_EPOCHS = 3
+
+
 def memory(work: Path, sizes: Sizes, device: str, methods: list[str] | None = None) -> dict[str, Any]:
-    """Peak RSS / device memory of a 2-epoch trial of each method, each in a fresh Python process."""
+    """Peak RSS / device memory of a short trial (:data:`MEMORY_EPOCHS`) of each method, each in a fresh
+    Python process."""
     names = ["ce", *[m for m in (methods or METHODS.names()) if m != "ce"]]
     code = "from lnlbench.perf.trials import memory_main; memory_main()"
     rows = []
     for m in names:
-        cfg = trial_config(work, sizes, m, device, sizes.n_memory, f"mem-{m}", epochs=2).to_dict()
+        cfg = trial_config(work, sizes, m, device, sizes.n_memory, f"mem-{m}", epochs=MEMORY_EPOCHS).to_dict()
         proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(cfg), capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
         if lines:
@@ -143,4 +149,4 @@ def memory(work: Path, sizes: Sizes, device: str, methods: list[str] | None = No
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             row = {"status": "failed", "error": f"exit code {proc.returncode}: {tail}"}
         rows.append({"method": m, **row})
-    return {"rows": rows, "n_train": sizes.n_memory, "epochs": 2}
+    return {"rows": rows, "n_train": sizes.n_memory, "epochs": MEMORY_EPOCHS}
