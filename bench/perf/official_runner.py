@@ -98,9 +98,9 @@ def install_patches(cfg: dict[str, Any], device: torch.device) -> None:
         meter.AUCMeter = _AUCMeter
         sys.modules["torchnet"], sys.modules["torchnet.meter"] = types.ModuleType("torchnet"), meter
 
-    from lnlbench.registry import MODELS
-
     import PreResNet  # the user's file, found through sys.path
+
+    from lnlbench.registry import MODELS
 
     def factory(num_classes: int = 10) -> nn.Module:
         return MODELS.get(cfg["model"])(num_classes=num_classes, in_channels=3, image_size=32, **cfg["model_kwargs"])
