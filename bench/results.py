@@ -206,15 +206,19 @@ def cpu_name() -> str:
 
 
 @lru_cache(maxsize=1)
-def cpu() -> str:
-    """``"<model> [<torch's CPU capability>]"``, e.g. ``"Intel(R) Xeon(R) Processor [AVX512]"``."""
+def cpu_capability() -> str:
+    """torch's CPU kernel capability ("AVX2", "AVX512", ...; "?" where torch cannot say)."""
     try:
         import torch
 
-        capability = torch.backends.cpu.get_cpu_capability()
+        return torch.backends.cpu.get_cpu_capability()
     except (ImportError, AttributeError, RuntimeError):
-        capability = "?"
-    return f"{cpu_name()} [{capability}]"
+        return "?"
+
+
+def cpu() -> str:
+    """``"<model> [<torch's CPU capability>]"``, e.g. ``"Intel(R) Xeon(R) Processor [AVX512]"``."""
+    return f"{cpu_name()} [{cpu_capability()}]"
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -209,7 +209,7 @@ class Forward(Method):
         probs = predict_probs(self.best_ce, self.ctx.train.x, self.ctx.normalize, self.ctx.eval_batch_size,
                               self.ctx.autocast)
         self.anchors = anchor_indices(probs, self.hp.filter_outlier, self.hp.anchor_percentile)
-        self.T = anchor_transition(probs, self.hp.filter_outlier, self.hp.anchor_percentile)
+        self.T = anchor_transition(probs, anchors=self.anchors)
         self.ctx.broadcast_(self.T)
         self.estimated = True
 

@@ -278,9 +278,9 @@ class PESSemi(PES):
         """``COMPUTE_FLOOR`` with the unlabelled share of the epoch's split (u = 1/2 without logs)."""
         if not logs or "confident_fraction" not in logs:
             return cls.COMPUTE_FLOOR
-        c, b = float(logs["confident_fraction"]), hp.batch_size
-        nu = b // 2 if c < 0.5 else int((1 - c) * b + 1e-9)  # semi_batch_sizes on the shares
-        return ComputeFloor(train=2, forward=2 * nu / b, epoch_forward=2)
+        per_million = round(float(logs["confident_fraction"]) * 1_000_000)  # the shares as counts
+        _, nu = semi_batch_sizes(per_million, 1_000_000 - per_million, hp.batch_size)
+        return ComputeFloor(train=2, forward=2 * nu / hp.batch_size, epoch_forward=2)
 
     def _cycle(self, pool: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
         """Shuffled batches of ``pool`` (full ones when it holds one), restarted whenever exhausted."""

@@ -60,6 +60,11 @@ from lnlbench.hparams import DIGITS_MLP, MINI_CIFAR, TrainHparams, lr_at, make_s
 from lnlbench.registry import register_method
 
 
+def unlabeled_batch_size(batch_size: int, rate: float) -> int:
+    """Unlabelled rows per step at selection rate SR: int(B / (2·SR)), at least 1 (``Train_cifar.py``)."""
+    return max(1, int(batch_size / (2 * rate)))
+
+
 @dataclass(frozen=True)
 class UNICONHparams(TrainHparams):
     """``Train_cifar.py``'s defaults; ``batch_size`` is the labeled batch (2× in warm-up)."""
@@ -179,7 +184,7 @@ class UNICON(Method):
     def compute_floor(cls, hp: UNICONHparams, logs: dict | None = None) -> ComputeFloor:
         """``COMPUTE_FLOOR`` at the epoch's mean selection rate SR (0.5 without logs)."""
         rate = float(logs["selection_rate"]) if logs and "selection_rate" in logs else 0.5
-        u = max(1, int(hp.batch_size / (2 * max(rate, 1e-6)))) / hp.batch_size
+        u = unlabeled_batch_size(hp.batch_size, max(rate, 1e-6)) / hp.batch_size
         return ComputeFloor(train=2 + 4 * u, forward=2 + 4 * u, epoch_forward=4)
 
     def current_lr(self) -> float:
@@ -233,7 +238,7 @@ class UNICON(Method):
         """One net's epoch (``train``); returns the mean (Lx, Lu, L_con)."""
         ctx, hp = self.ctx, self.hp
         lab, unl = mask.nonzero().squeeze(1), (~mask).nonzero().squeeze(1)
-        unlabeled = self._cycle(unl, max(1, int(hp.batch_size / (2 * rate))))
+        unlabeled = self._cycle(unl, unlabeled_batch_size(hp.batch_size, rate))
         num_iter = len(lab) // hp.batch_size + 1
         net.train()
         other.eval()

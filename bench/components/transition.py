@@ -50,9 +50,13 @@ def anchor_indices(probs: torch.Tensor, filter_outlier: bool = True, percentile:
     return probs.masked_fill(probs >= thresh, 0.0).argmax(0)
 
 
-def anchor_transition(probs: torch.Tensor, filter_outlier: bool = True, percentile: float = 97.0) -> torch.Tensor:
-    """The anchor-point estimate of T from (N, C) predicted noisy-class probabilities, rows normalised."""
-    t = probs[anchor_indices(probs, filter_outlier, percentile)].double()
+def anchor_transition(probs: torch.Tensor, filter_outlier: bool = True, percentile: float = 97.0,
+                      anchors: torch.Tensor | None = None) -> torch.Tensor:
+    """The anchor-point estimate of T from (N, C) predicted noisy-class probabilities, rows normalised
+    (``anchors``: the rows' :func:`anchor_indices`, where the caller already has them)."""
+    if anchors is None:
+        anchors = anchor_indices(probs, filter_outlier, percentile)
+    t = probs[anchors].double()
     return (t / t.sum(1, keepdim=True).clamp_min(1e-12)).float()
 
 

@@ -15,7 +15,7 @@ import torch
 
 from lnlbench.engine import pick_device
 from lnlbench.registry import METHODS
-from lnlbench.results import cpu, cpu_name, git_commit, host, versions
+from lnlbench.results import cpu_capability, cpu_name, git_commit, host, versions
 
 from . import trials
 from .common import SCHEMA, Sizes, cores
@@ -26,7 +26,8 @@ from .streaming import streaming
 # -- all of it -------------------------------------------------------------------------------------------
 def machine_info(dev: torch.device) -> dict[str, Any]:
     return {"host": host(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu": cpu_name(), "cpu_capability": cpu().rsplit("[", 1)[-1].rstrip("]"), "cpu_count": os.cpu_count(), "cpus_available": cores(),
+            "cpu": cpu_name(), "cpu_capability": cpu_capability(), "cpu_count": os.cpu_count(),
+            "cpus_available": cores(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "load_average_start": list(os.getloadavg()), "versions": versions(), "git_commit": git_commit(),
