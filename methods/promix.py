@@ -70,6 +70,7 @@ from lnlbench.components import (
     AuxHeadNet,
     ensemble_logits,
     linear_rampup,
+    per_class_lowest,
     per_sample_loss,
     require_features,
     sample_lambda,
@@ -158,15 +159,8 @@ def unchosen_weight(epoch: int, length: int, debias_pl: float) -> float:
 
 def class_wise_small_loss(losses: torch.Tensor, y: torch.Tensor, num_classes: int, rho: float) -> torch.Tensor:
     """CSS: per noisy class j the max(min(⌈ρ·N/C⌉, N_j), 1) smallest losses (empty classes skipped)."""
-    counts = torch.bincount(y, minlength=num_classes)
     per_class = math.ceil(len(y) * (1.0 / num_classes) * rho)  # the official float expression
-    quota = torch.clamp(torch.minimum(torch.full_like(counts, per_class), counts), min=1)
-    order = torch.argsort(losses, stable=True)
-    order = order[torch.argsort(y[order], stable=True)]  # by class, then by loss
-    rank = torch.arange(len(y), device=y.device) - (torch.cumsum(counts, 0) - counts)[y[order]]
-    mask = torch.zeros(len(y), dtype=torch.bool, device=y.device)
-    mask[order[rank < quota[y[order]]]] = True
-    return mask
+    return per_class_lowest(losses, y, torch.full((num_classes,), max(per_class, 1)))
 
 
 def matched_high_confidence(probs: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:

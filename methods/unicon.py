@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lnlbench.components import ensemble_logits, linear_rampup, mixmatch, soft_cross_entropy
+from lnlbench.components import ensemble_logits, linear_rampup, mixmatch, per_class_lowest, soft_cross_entropy
 from lnlbench.components.augment import ComplexAugment
 from lnlbench.components.autoaugment import UNICON_POLICY, autoaugment_cifar10
 from lnlbench.components.mixing import co_guess, co_refine, neg_entropy
@@ -137,13 +137,7 @@ def selection_rate(jsd: torch.Tensor, d_u: float, tau: float) -> float:
 def uniform_selection(jsd: torch.Tensor, y: torch.Tensor, num_classes: int, rate: float) -> torch.Tensor:
     """Boolean mask: per noisy class the int(rate·N/C) samples of lowest JSD (all of a shorter class)."""
     quota = int(rate * len(y) / num_classes)
-    order = torch.argsort(jsd, stable=True)
-    order = order[torch.argsort(y[order], stable=True)]  # by class, then by JSD within each class
-    start = torch.cumsum(torch.bincount(y, minlength=num_classes), 0) - torch.bincount(y, minlength=num_classes)
-    rank = torch.arange(len(y), device=y.device) - start[y[order]]
-    mask = torch.zeros(len(y), dtype=torch.bool, device=y.device)
-    mask[order[rank < quota]] = True
-    return mask
+    return per_class_lowest(jsd, y, torch.full((num_classes,), quota, dtype=torch.long))
 
 
 def refinement_weights(jsd: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from lnlbench.components import (
     linear_rampup,
     mixmatch,
     mixup,
+    per_class_lowest,
     per_sample_loss,
     sample_lambda,
     sharpen,
@@ -101,6 +102,18 @@ def test_small_loss_mask_keeps_the_smallest():
     losses = torch.tensor([0.5, 0.1, 0.9, 0.3, 0.7])
     assert small_loss_mask(losses, 0.4).tolist() == [False, True, False, True, False]
     assert small_loss_mask(losses, 0.0).sum() == 0
+
+
+def test_per_class_lowest_takes_each_class_quota_of_lowest_scores():
+    y = torch.tensor([0, 1, 0, 1, 0, 2, 1, 0])
+    scores = torch.tensor([0.4, 0.2, 0.1, 0.9, 0.3, 0.5, 0.2, 0.3])
+    mask = per_class_lowest(scores, y, torch.tensor([2, 1, 3]))
+    # class 0: 0.1 (2), then 0.3 at 4 and 7 tie -> the lower index 4; class 1: 0.2 at 1 and 6 tie -> 1;
+    # class 2 has one sample, fewer than its quota 3: taken
+    assert mask.tolist() == [False, True, True, False, True, True, False, False]
+    assert per_class_lowest(scores, y, torch.zeros(3, dtype=torch.long)).sum() == 0
+    # a class with no samples is skipped
+    assert per_class_lowest(scores[:2], torch.tensor([0, 2]), torch.tensor([1, 1, 1])).tolist() == [True, True]
 
 
 def test_ema_update_and_state():

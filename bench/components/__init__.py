@@ -2,7 +2,8 @@
 
 - :mod:`.mixing`: mixup, FMix (ProMix), MixMatch mixing over a whole concatenated batch, sharpening, soft
   cross-entropy
-- :mod:`.selection`: per-sample loss over the train set, GMM clean/noisy split, small-loss selection
+- :mod:`.selection`: per-sample loss over the train set, GMM clean/noisy split, small-loss selection (whole set or
+  per class)
 - :mod:`.ema`: exponential moving average (mean-teacher) weights
 - :mod:`.ramps`: warm-up and ramp-up schedules (linear, sigmoid, Co-teaching's forget rate)
 - :mod:`.clipping`: an optimiser step with gradient-norm clipping (SCE's reference code clips at 5)
@@ -24,8 +25,8 @@ from .ema import ModelEMA
 from .heads import AuxHeadNet, require_features
 from .mixing import mix, mixmatch, mixup, sample_lambda, sharpen, soft_cross_entropy
 from .ramps import forget_rate_schedule, linear_rampup, sigmoid_rampup
-from .selection import gmm_clean_probability, per_sample_loss, small_loss_mask
+from .selection import gmm_clean_probability, per_class_lowest, per_sample_loss, small_loss_mask
 
 __all__ = ["AuxHeadNet", "ModelEMA", "clipped_step", "ensemble_logits", "forget_rate_schedule", "gmm_clean_probability",
-           "linear_rampup", "mix", "mixmatch", "mixup", "per_sample_loss", "sample_lambda", "sharpen",
+           "linear_rampup", "mix", "mixmatch", "mixup", "per_class_lowest", "per_sample_loss", "sample_lambda", "sharpen",
            "require_features", "sigmoid_rampup", "small_loss_mask", "soft_cross_entropy"]

@@ -1,4 +1,5 @@
-"""Sample selection: per-sample losses over the train set, the GMM clean/noisy split, small-loss masks."""
+"""Sample selection: per-sample losses over the train set, the GMM clean/noisy split, small-loss masks (whole
+set, or per noisy class with a quota per class)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -67,4 +68,16 @@ def small_loss_mask(losses: torch.Tensor, keep_fraction: float) -> torch.Tensor:
     mask = torch.zeros(n, dtype=torch.bool, device=losses.device)
     if k > 0:
         mask[torch.argsort(losses)[:k]] = True
+    return mask
+
+
+def per_class_lowest(scores: torch.Tensor, y: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
+    """Boolean mask: in each noisy class c the ``quota[c]`` samples of lowest score (all of a shorter class;
+    ties in index order). ProMix's class-wise small-loss set and UNICON's uniform selection by JSD."""
+    counts = torch.bincount(y, minlength=len(quota))
+    order = torch.argsort(scores, stable=True)
+    order = order[torch.argsort(y[order], stable=True)]  # by class, then by score within each class
+    rank = torch.arange(len(y), device=y.device) - (torch.cumsum(counts, 0) - counts)[y[order]]
+    mask = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+    mask[order[rank < quota.to(y.device)[y[order]]]] = True
     return mask
